@@ -1,0 +1,8 @@
+//! The `hosts` list format.
+
+use super::{Format, ParsedList};
+
+pub fn parse(text: &str) -> ParsedList {
+    let _ = text;
+    ParsedList::new(Format::Hosts)
+}

@@ -1,0 +1,255 @@
+//! Blocklist sources and their parsers, one file per format.
+//!
+//! Every parser turns text into a [`ParsedList`]: the rules it could use,
+//! packed into one buffer, and a log of the lines it could not use. A parser
+//! never fails on content; only reading the source can fail.
+
+pub mod adblock;
+mod detect;
+pub mod domains;
+pub mod hosts;
+pub mod source;
+pub mod wildcard;
+
+use std::fmt;
+
+pub use crate::policy::{NameError, Scope, Verdict};
+use crate::policy::name::normalize_into;
+
+/// How many skipped lines a [`SkipLog`] keeps verbatim; the rest are counted.
+pub const KEEP_SKIPPED: usize = 20;
+
+/// The syntax of a list file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One name per line; a name covers itself and its subdomains.
+    Domains,
+    /// `/etc/hosts` style: `0.0.0.0 name [name…]`.
+    Hosts,
+    /// Adblock network rules: `||name^`, `@@||name^`.
+    Adblock,
+    /// `*.name` (subdomains only) and plain names.
+    Wildcard,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Domains => "domains",
+            Format::Hosts => "hosts",
+            Format::Adblock => "adblock",
+            Format::Wildcard => "wildcard",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a line was not turned into a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The name on the line is not a valid domain name.
+    BadName(NameError),
+    /// A hosts line whose address is not a sinkhole address (a real mapping).
+    NotSinkholeAddress,
+    /// A hosts line that names only an address, or a known hosts-file
+    /// boilerplate name such as `localhost`.
+    HostsBoilerplate,
+    /// An adblock rule that DNS cannot express (cosmetic, path, options…).
+    UnsupportedAdblock,
+    /// Anything else the format cannot use, with a short explanation.
+    Unrecognised(&'static str),
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::BadName(e) => write!(f, "not a domain name: {e}"),
+            SkipReason::NotSinkholeAddress => {
+                f.write_str("hosts entry maps to a real address, not a block address")
+            }
+            SkipReason::HostsBoilerplate => f.write_str("hosts-file boilerplate (localhost etc.)"),
+            SkipReason::UnsupportedAdblock => {
+                f.write_str("adblock rule DNS cannot express (cosmetic, path or options)")
+            }
+            SkipReason::Unrecognised(what) => f.write_str(what),
+        }
+    }
+}
+
+/// One line that was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// 1-based line number in the source.
+    pub line: u32,
+    pub reason: SkipReason,
+    /// The line as written (trimmed, at most 200 bytes) so `check` can show it.
+    pub text: String,
+}
+
+/// Skipped lines: all counted, the first [`KEEP_SKIPPED`] kept verbatim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipLog {
+    pub count: u64,
+    pub first: Vec<SkippedLine>,
+}
+
+/// One usable rule, borrowed from a [`ParsedList`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListRule<'a> {
+    /// Lowercase, validated, without the trailing dot.
+    pub name: &'a str,
+    pub scope: Scope,
+    pub verdict: Verdict,
+    /// 1-based line number in the source.
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedRule {
+    end: u32,
+    line: u32,
+    scope: Scope,
+    verdict: Verdict,
+}
+
+/// The rules of one list, packed: every name lives in one `String`, so a
+/// million-name list costs one allocation for names, not a million.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedList {
+    format: Format,
+    names: String,
+    rules: Vec<PackedRule>,
+    skipped: SkipLog,
+    lines: u32,
+}
+
+impl ParsedList {
+    pub fn new(format: Format) -> Self {
+        Self {
+            format,
+            names: String::new(),
+            rules: Vec::new(),
+            skipped: SkipLog::default(),
+            lines: 0,
+        }
+    }
+
+    /// Validates `name` and records it as a rule, or records the line as
+    /// skipped with the name error. Returns whether a rule was added.
+    pub fn push_rule(
+        &mut self,
+        line: u32,
+        text: &str,
+        name: &str,
+        scope: Scope,
+        verdict: Verdict,
+    ) -> bool {
+        match normalize_into(name, &mut self.names) {
+            Ok(()) => {
+                self.rules.push(PackedRule {
+                    end: self.names.len() as u32,
+                    line,
+                    scope,
+                    verdict,
+                });
+                true
+            }
+            Err(e) => {
+                self.skip(line, text, SkipReason::BadName(e));
+                false
+            }
+        }
+    }
+
+    /// Records a line the format cannot use.
+    pub fn skip(&mut self, line: u32, text: &str, reason: SkipReason) {
+        self.skipped.count += 1;
+        if self.skipped.first.len() < KEEP_SKIPPED {
+            let text = text.trim();
+            let mut cut = text.len().min(200);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.skipped.first.push(SkippedLine {
+                line,
+                reason,
+                text: text[..cut].to_owned(),
+            });
+        }
+    }
+
+    /// Records how many lines the source had (for reports).
+    pub fn set_line_count(&mut self, lines: u32) {
+        self.lines = lines;
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn line_count(&self) -> u32 {
+        self.lines
+    }
+
+    pub fn skipped(&self) -> &SkipLog {
+        &self.skipped
+    }
+
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = ListRule<'_>> + '_ {
+        let mut start = 0usize;
+        self.rules.iter().map(move |r| {
+            let end = r.end as usize;
+            let name = &self.names[start..end];
+            start = end;
+            ListRule {
+                name,
+                scope: r.scope,
+                verdict: r.verdict,
+                line: r.line,
+            }
+        })
+    }
+
+    /// Turns every rule into an allow rule (for allowlists, whatever their
+    /// syntax says).
+    pub fn into_allowlist(mut self) -> Self {
+        for r in &mut self.rules {
+            r.verdict = Verdict::Allow;
+        }
+        self
+    }
+}
+
+/// The format asked for in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatChoice {
+    Auto,
+    Fixed(Format),
+}
+
+/// Parses a whole list. `Auto` looks at the content to pick a format.
+pub fn parse(text: &str, choice: FormatChoice) -> ParsedList {
+    let format = match choice {
+        FormatChoice::Fixed(f) => f,
+        FormatChoice::Auto => detect::detect(text),
+    };
+    match format {
+        Format::Domains => domains::parse(text),
+        Format::Hosts => hosts::parse(text),
+        Format::Adblock => adblock::parse(text),
+        Format::Wildcard => wildcard::parse(text),
+    }
+}

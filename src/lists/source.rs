@@ -1,0 +1,1 @@
+//! Reading a list's text from where the configuration says it lives.

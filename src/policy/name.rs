@@ -1,0 +1,139 @@
+//! Domain names as the policy sees them: lowercase text without the trailing
+//! dot, validated once when a list or a command line hands them in.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// Longest presentation-form name (RFC 1035: 255 octets on the wire).
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest label (RFC 1035).
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Why a piece of text is not a usable domain name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("empty name")]
+    Empty,
+    #[error("name longer than 253 characters")]
+    TooLong,
+    #[error("empty label (two dots in a row, or a leading dot)")]
+    EmptyLabel,
+    #[error("label longer than 63 characters")]
+    LabelTooLong,
+    #[error("character {0:?} is not allowed in a domain name")]
+    BadChar(char),
+    #[error("an IP address, not a domain name")]
+    IpAddress,
+}
+
+/// A validated, lowercase domain name without the trailing dot.
+///
+/// Letters, digits, `-` and `_` are accepted (real lists carry `_dmarc`-style
+/// labels); anything else is rejected so a junk line never becomes a rule.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(Box<str>);
+
+impl DomainName {
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let mut out = String::with_capacity(text.len());
+        normalize_into(text, &mut out)?;
+        Ok(Self(out.into_boxed_str()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Labels left to right, as byte slices (the shape the matcher walks).
+    pub fn labels(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.0.split('.').map(str::as_bytes)
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DomainName({})", self.0)
+    }
+}
+
+/// Validates `text` and appends its normalised form (lowercase, no trailing
+/// dot) to `out`. On error `out` is left as it was. Used by list parsers to
+/// pack many names into one buffer without an allocation per name.
+pub fn normalize_into(text: &str, out: &mut String) -> Result<(), NameError> {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    let mut label_len = 0usize;
+    let mut all_digits_and_dots = true;
+    for c in name.chars() {
+        match c {
+            '.' => {
+                if label_len == 0 {
+                    return Err(NameError::EmptyLabel);
+                }
+                label_len = 0;
+                continue;
+            }
+            'a'..='z' | 'A'..='Z' | '-' | '_' => all_digits_and_dots = false,
+            '0'..='9' => {}
+            other => return Err(NameError::BadChar(other)),
+        }
+        label_len += 1;
+        if label_len > MAX_LABEL_LEN {
+            return Err(NameError::LabelTooLong);
+        }
+    }
+    if label_len == 0 {
+        return Err(NameError::EmptyLabel);
+    }
+    if all_digits_and_dots && name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(NameError::IpAddress);
+    }
+    out.reserve(name.len());
+    out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_and_trailing_dot() {
+        assert_eq!(DomainName::parse("Zoom.US.").unwrap().as_str(), "zoom.us");
+    }
+
+    #[test]
+    fn rejects_junk() {
+        assert_eq!(DomainName::parse(""), Err(NameError::Empty));
+        assert_eq!(DomainName::parse("."), Err(NameError::Empty));
+        assert_eq!(DomainName::parse("a..b"), Err(NameError::EmptyLabel));
+        assert_eq!(DomainName::parse(".a"), Err(NameError::EmptyLabel));
+        assert_eq!(DomainName::parse("a b"), Err(NameError::BadChar(' ')));
+        assert_eq!(DomainName::parse("a/b"), Err(NameError::BadChar('/')));
+        assert_eq!(DomainName::parse("10.0.0.1"), Err(NameError::IpAddress));
+        assert_eq!(
+            DomainName::parse(&"a".repeat(64)),
+            Err(NameError::LabelTooLong)
+        );
+        let long = vec!["abcdefghi"; 26].join(".");
+        assert_eq!(DomainName::parse(&long), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn accepts_underscores_digits_and_hyphens() {
+        assert!(DomainName::parse("_dmarc.1-2.example").is_ok());
+        assert!(DomainName::parse("123.example").is_ok());
+    }
+}
