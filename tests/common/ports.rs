@@ -1,0 +1,35 @@
+//! Free loopback ports. A port is handed out at most once per test process, so
+//! parallel tests in one binary never collide with each other.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::Mutex;
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// Remembers `port` as used; returns false if it was already handed out.
+pub fn claim(port: u16) -> bool {
+    let mut g = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(HashSet::new).insert(port)
+}
+
+/// A loopback port that is currently free for both TCP and UDP.
+pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let tcp = match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)) {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        let port = tcp.local_addr().expect("local_addr").port();
+        let udp_free = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+        drop(tcp);
+        if udp_free && claim(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free loopback port for TCP+UDP");
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
+}

@@ -1,0 +1,157 @@
+//! A real Unbound (Debian package) on a loopback port, serving a static
+//! local zone `test.internal.`; killed on drop.
+
+use crate::common::dns::{self, Q};
+use crate::common::ports;
+use hickory_proto::rr::RecordType;
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The local data Unbound serves (besides the zone's SOA).
+pub const LOCAL_DATA: &[&str] = &[
+    "www.test.internal. 300 IN A 192.0.2.10",
+    "www.test.internal. 300 IN AAAA 2001:db8::10",
+    "blocked.test.internal. 300 IN A 192.0.2.66",
+    "mail.test.internal. 300 IN MX 10 mx.test.internal.",
+    "mx.test.internal. 300 IN A 192.0.2.25",
+];
+
+pub struct Unbound {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+/// Where the unbound binary is, if installed.
+pub fn binary() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("unbound"))
+        .find(|p| p.is_file())
+}
+
+impl Unbound {
+    /// Starts Unbound, or returns None (after printing "skipping: unbound not
+    /// installed") when it is absent. Under CI (`CI` set) absence is a failure.
+    pub fn start_or_skip() -> Option<Unbound> {
+        let Some(bin) = binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "unbound is not installed but CI is set: .ci/run must install the Debian package `unbound`"
+                );
+            }
+            eprintln!("skipping: unbound not installed");
+            return None;
+        };
+        Some(Self::start(&bin))
+    }
+
+    fn start(bin: &std::path::Path) -> Unbound {
+        let mut failures = String::new();
+        for attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("unbound-e2e-")
+                .tempdir()
+                .unwrap();
+            let port = ports::free_port();
+            let conf = dir.path().join("unbound.conf");
+            fs::write(&conf, config(dir.path().to_str().unwrap(), port)).unwrap();
+            let log = dir.path().join("unbound.log");
+            let mut child = Command::new(bin)
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(File::create(dir.path().join("unbound.stdout")).unwrap())
+                .stderr(File::create(&log).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let start = Instant::now();
+            let result = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break Err(format!("unbound exited early with {s}"));
+                }
+                let probe = Q::new("www.test.internal", RecordType::A).bytes();
+                if dns::udp_raw(addr, &probe, Duration::from_millis(200)).is_some() {
+                    break Ok(());
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    break Err("unbound did not answer within 20s".to_string());
+                }
+            };
+            match result {
+                Ok(()) => return Unbound { child, addr, dir },
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    failures += &format!(
+                        "attempt {attempt}: {why}\n{}\n",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        panic!("could not start unbound:\n{failures}");
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- unbound log ---\n{}", self.log());
+        }
+    }
+}
+
+fn config(dir: &str, port: u16) -> String {
+    let mut c = format!(
+        r#"server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    pidfile: ""
+    directory: "{dir}"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    local-zone: "test.internal." static
+    local-data: "test.internal. 300 IN SOA ns.test.internal. hostmaster.test.internal. 1 3600 600 86400 120"
+"#
+    );
+    for d in LOCAL_DATA {
+        c += &format!("    local-data: \"{d}\"\n");
+    }
+    // a TXT RRset of ~4 KB: over UDP at a 1232-byte limit Unbound must set TC
+    for i in 0..20 {
+        c += &format!(
+            "    local-data: 'big.test.internal. 300 IN TXT \"{i:02}{}\"'\n",
+            "x".repeat(198)
+        );
+    }
+    c += "remote-control:\n    control-enable: no\n";
+    c
+}
