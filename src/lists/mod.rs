@@ -13,8 +13,8 @@ pub mod wildcard;
 
 use std::fmt;
 
-pub use crate::policy::{NameError, Scope, Verdict};
 use crate::policy::name::normalize_into;
+pub use crate::policy::{NameError, Scope, Verdict};
 
 /// How many skipped lines a [`SkipLog`] keeps verbatim; the rest are counted.
 pub const KEEP_SKIPPED: usize = 20;

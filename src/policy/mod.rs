@@ -1,8 +1,273 @@
 //! The policy: which names are blocked, by which rule, and what to do.
-//! No DNS wire types live here; names arrive as label slices.
+//!
+//! A [`Policy`] is an immutable snapshot built from the loaded lists; the
+//! server swaps whole snapshots atomically on reload. No DNS wire types live
+//! here: names arrive as label slices, decisions leave as plain data.
 
 pub mod name;
 pub mod rule;
+pub mod trie;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use name::{DomainName, NameError};
 pub use rule::{Scope, Verdict};
+use trie::{RuleRef, Trie, TrieBuilder};
+
+use crate::lists::ParsedList;
+
+/// What the server answers for a blocked name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Nxdomain,
+    Nodata,
+    Refused,
+    Redirect,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Nxdomain => "nxdomain",
+            Action::Nodata => "nodata",
+            Action::Refused => "refused",
+            Action::Redirect => "redirect",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a group of names is blocked, how, and what staff should use instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub name: String,
+    pub action: Action,
+    pub reason: Option<String>,
+    pub alternatives: Vec<String>,
+}
+
+/// Index of a list in [`Policy::lists`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListId(pub u16);
+
+/// Index of a category in [`Policy::categories`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CategoryId(pub u16);
+
+/// A list as the policy knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListInfo {
+    pub name: String,
+    pub path: PathBuf,
+    /// `None` for allowlists.
+    pub category: Option<CategoryId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RuleInfo {
+    list: ListId,
+    scope: Scope,
+    line: u32,
+}
+
+/// A rule that decided a name.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleHit<'p> {
+    pub list_id: ListId,
+    pub list: &'p ListInfo,
+    pub line: u32,
+    pub scope: Scope,
+    /// How many labels the rule's own name has: the rule's name is the last
+    /// `depth` labels of the query.
+    pub depth: usize,
+}
+
+impl RuleHit<'_> {
+    /// The rule as an operator would write it, given the queried name
+    /// (`*.zoom.us` or `zoom.us`).
+    pub fn rule_text(&self, query: &DomainName) -> String {
+        let name = query.as_str();
+        let skip = name.split('.').count().saturating_sub(self.depth);
+        let suffix = name.split('.').skip(skip).collect::<Vec<_>>().join(".");
+        match self.scope {
+            Scope::Below => format!("*.{suffix}"),
+            Scope::Subtree | Scope::Exact => suffix,
+        }
+    }
+}
+
+/// The policy's answer for one name.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'p> {
+    /// No rule matched: forward upstream.
+    Forward,
+    /// An allow rule was the most specific match: forward upstream.
+    Allow(RuleHit<'p>),
+    /// A block rule was the most specific match.
+    Block {
+        hit: RuleHit<'p>,
+        category_id: CategoryId,
+        category: &'p Category,
+    },
+}
+
+/// An immutable, shareable snapshot of every list's rules.
+pub struct Policy {
+    trie: Trie,
+    rules: Vec<RuleInfo>,
+    lists: Vec<ListInfo>,
+    categories: Vec<Category>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("too many lists (at most 65535)")]
+    TooManyLists,
+    #[error("too many categories (at most 65535)")]
+    TooManyCategories,
+    #[error("too many rules (at most {})", RuleRef::MAX_INDEX)]
+    TooManyRules,
+    #[error("list {list:?} names category {category:?}, which is not defined")]
+    UnknownCategory { list: String, category: String },
+}
+
+impl Policy {
+    /// Decides a name given as labels from the top level down.
+    #[inline]
+    pub fn decide<'a, I>(&self, labels_from_top: I) -> Decision<'_>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let Some(m) = self.trie.lookup(labels_from_top) else {
+            return Decision::Forward;
+        };
+        let info = self.rules[m.rule.index()];
+        let list = &self.lists[usize::from(info.list.0)];
+        let hit = RuleHit {
+            list_id: info.list,
+            list,
+            line: info.line,
+            scope: info.scope,
+            depth: m.depth,
+        };
+        match (m.rule.verdict(), list.category) {
+            (Verdict::Block, Some(category_id)) => Decision::Block {
+                hit,
+                category_id,
+                category: &self.categories[usize::from(category_id.0)],
+            },
+            // A block rule in an allowlist cannot exist (allowlists are
+            // forced to allow), so anything else is an allow.
+            _ => Decision::Allow(hit),
+        }
+    }
+
+    /// Convenience for callers holding a validated name.
+    pub fn decide_name(&self, name: &DomainName) -> Decision<'_> {
+        self.decide(name.labels().rev())
+    }
+
+    pub fn lists(&self) -> &[ListInfo] {
+        &self.lists
+    }
+
+    pub fn categories(&self) -> &[Category] {
+        &self.categories
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Heap bytes held by the matcher and rule table.
+    pub fn heap_bytes(&self) -> usize {
+        self.trie.heap_bytes() + self.rules.capacity() * std::mem::size_of::<RuleInfo>()
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            trie: TrieBuilder::new().build(),
+            rules: Vec::new(),
+            lists: Vec::new(),
+            categories: Vec::new(),
+        }
+    }
+}
+
+/// One list's contribution to a snapshot.
+pub struct ListInput {
+    pub name: String,
+    pub path: PathBuf,
+    /// The category name; `None` makes this an allowlist.
+    pub category: Option<String>,
+    pub rules: Arc<ParsedList>,
+}
+
+/// Builds a [`Policy`] from categories and lists. Lists are applied in order;
+/// on a tie between two block rules the earlier list's rule is reported.
+pub fn build(categories: Vec<Category>, lists: &[ListInput]) -> Result<Policy, PolicyError> {
+    if lists.len() > usize::from(u16::MAX) {
+        return Err(PolicyError::TooManyLists);
+    }
+    if categories.len() > usize::from(u16::MAX) {
+        return Err(PolicyError::TooManyCategories);
+    }
+    let total: usize = lists.iter().map(|l| l.rules.len()).sum();
+    if total > RuleRef::MAX_INDEX as usize {
+        return Err(PolicyError::TooManyRules);
+    }
+    let mut builder = TrieBuilder::new();
+    let mut rules = Vec::with_capacity(total);
+    let mut infos = Vec::with_capacity(lists.len());
+    for (i, input) in lists.iter().enumerate() {
+        let list = ListId(i as u16);
+        let category = match &input.category {
+            None => None,
+            Some(wanted) => Some(
+                categories
+                    .iter()
+                    .position(|c| &c.name == wanted)
+                    .map(|p| CategoryId(p as u16))
+                    .ok_or_else(|| PolicyError::UnknownCategory {
+                        list: input.name.clone(),
+                        category: wanted.clone(),
+                    })?,
+            ),
+        };
+        for rule in input.rules.rules() {
+            let verdict = if category.is_none() {
+                Verdict::Allow
+            } else {
+                rule.verdict
+            };
+            let index = rules.len() as u32;
+            rules.push(RuleInfo {
+                list,
+                scope: rule.scope,
+                line: rule.line,
+            });
+            builder.insert(rule.name, rule.scope, RuleRef::new(index, verdict));
+        }
+        infos.push(ListInfo {
+            name: input.name.clone(),
+            path: input.path.clone(),
+            category,
+        });
+    }
+    Ok(Policy {
+        trie: builder.build(),
+        rules,
+        lists: infos,
+        categories,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,699 @@
+//! Configuration: the YAML schema, and its validation into runtime types.
+//!
+//! Everything an operator can get wrong is caught here, once, with the file,
+//! line and column: unknown keys, bad addresses and durations, a category a
+//! list names but nobody defines, a list file that is missing. Value errors
+//! are raised inside the deserializer (so `serde_yaml_ng` attaches the
+//! position); cross-field errors are located by finding the offending value
+//! in the text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::lists::{Format, FormatChoice};
+use crate::policy::{Action, Category};
+
+/// The configuration `serve` runs when there is no `./sinkhole.yaml`: the
+/// repository's own file, with paths relative to the working directory.
+pub const BUILTIN: &str = include_str!("../sinkhole.yaml");
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// UDP and TCP on each.
+    pub dns: Vec<SocketAddr>,
+    /// Block page (served by a later release).
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// In failover order.
+    pub servers: Vec<SocketAddr>,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+/// How blocked names are answered, beyond the per-category action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSettings {
+    /// TTL of synthesised answers, and their SOA's MINIMUM.
+    pub ttl: u32,
+    pub redirect_v4: Option<Ipv4Addr>,
+    pub redirect_v6: Option<Ipv6Addr>,
+}
+
+/// Where one list comes from and what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListSource {
+    pub name: String,
+    /// Resolved against the config file's directory.
+    pub path: PathBuf,
+    /// `None` for allowlists.
+    pub category: Option<String>,
+    pub format: FormatChoice,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Listen,
+    pub upstream: Upstream,
+    /// Entries; 0 disables caching.
+    pub cache_size: usize,
+    pub block: BlockSettings,
+    /// Defined categories plus one implicit category per list that names
+    /// none (named after the list, with the default action).
+    pub categories: Vec<Category>,
+    /// Blocklists first, then allowlists, in file order.
+    pub lists: Vec<ListSource>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read configuration: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Validates configuration text. `file` is used in messages, `base`
+    /// resolves relative paths.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+                ConfigError {
+                    file: file.to_owned(),
+                    line,
+                    column,
+                    message: strip_position(&e.to_string()),
+                }
+            })?
+        };
+        Validator { text, file, base }.validate(raw)
+    }
+}
+
+/// serde_yaml_ng appends " at line L column C"; we print the position first.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    /// An error about `value`, placed where `key: value` first appears.
+    fn error_at(&self, key: &str, value: &str, message: String) -> ConfigError {
+        let (line, column) = locate(self.text, key, value).unwrap_or((1, 1));
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let default_action = raw.block.action.unwrap_or(Action::Nxdomain);
+
+        let mut servers = Vec::new();
+        for s in &raw.upstream.servers {
+            match s {
+                UpstreamSpec::Addr(a) => servers.push(*a),
+                UpstreamSpec::System => {
+                    let found = system_nameservers().map_err(|why| {
+                        self.error_at("servers", "system", format!("upstream \"system\": {why}"))
+                    })?;
+                    servers.extend(found);
+                }
+            }
+        }
+        if servers.is_empty() {
+            return Err(self.error_at(
+                "servers",
+                "",
+                "upstream.servers is empty: name at least one \"IP:PORT\" or \"system\"".into(),
+            ));
+        }
+
+        let mut categories: Vec<Category> = raw
+            .categories
+            .into_iter()
+            .map(|(name, c)| Category {
+                name,
+                action: c.action.unwrap_or(default_action),
+                reason: c.reason,
+                alternatives: c.alternatives,
+            })
+            .collect();
+
+        let mut lists = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let all = raw
+            .lists
+            .iter()
+            .map(|l| (l, true))
+            .chain(raw.allowlists.iter().map(|l| (l, false)));
+        for (l, is_block) in all {
+            if names.contains(&l.name.as_str()) {
+                return Err(self.error_at(
+                    "name",
+                    &l.name,
+                    format!("list name {:?} is used twice; names must be unique", l.name),
+                ));
+            }
+            names.push(&l.name);
+            let path = match (&l.path, &l.url) {
+                (Some(p), None) => self.base.join(p),
+                (None, Some(u)) => {
+                    return Err(self.error_at(
+                        "url",
+                        u,
+                        format!("list {:?}: url lists are not supported yet; download the file and use path:", l.name),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(self.error_at(
+                        "name",
+                        &l.name,
+                        format!("list {:?} has both path and url; give one", l.name),
+                    ));
+                }
+                (None, None) => {
+                    return Err(self.error_at(
+                        "name",
+                        &l.name,
+                        format!("list {:?} needs a path", l.name),
+                    ));
+                }
+            };
+            if !path.is_file() {
+                let shown = l.path.as_deref().unwrap_or_default();
+                return Err(self.error_at(
+                    "path",
+                    shown,
+                    format!("list {:?}: file {} does not exist or is not a file", l.name, path.display()),
+                ));
+            }
+            let format = match l.format {
+                FormatSpec::Auto => FormatChoice::Auto,
+                FormatSpec::Fixed(f) => FormatChoice::Fixed(f),
+                FormatSpec::Rpz => {
+                    return Err(self.error_at(
+                        "format",
+                        "rpz",
+                        format!("list {:?}: the rpz format is not supported yet", l.name),
+                    ));
+                }
+            };
+            let category = if !is_block {
+                if let Some(c) = &l.category {
+                    return Err(self.error_at(
+                        "category",
+                        c,
+                        format!("allowlist {:?} cannot have a category", l.name),
+                    ));
+                }
+                None
+            } else {
+                let wanted = l.category.clone().unwrap_or_else(|| l.name.clone());
+                if !categories.iter().any(|c| c.name == wanted) {
+                    if l.category.is_some() {
+                        let defined: Vec<&str> = categories.iter().map(|c| c.name.as_str()).collect();
+                        return Err(self.error_at(
+                            "category",
+                            &wanted,
+                            format!(
+                                "list {:?} names category {wanted:?}, which is not defined under categories: (defined: {})",
+                                l.name,
+                                if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                            ),
+                        ));
+                    }
+                    categories.push(Category {
+                        name: wanted.clone(),
+                        action: default_action,
+                        reason: None,
+                        alternatives: Vec::new(),
+                    });
+                }
+                Some(wanted)
+            };
+            lists.push(ListSource {
+                name: l.name.clone(),
+                path,
+                category,
+                format,
+            });
+        }
+
+        let block = BlockSettings {
+            ttl: raw.block.ttl.unwrap_or(60),
+            redirect_v4: raw.block.redirect.as_ref().and_then(|r| r.ipv4),
+            redirect_v6: raw.block.redirect.as_ref().and_then(|r| r.ipv6),
+        };
+        let redirects = default_action == Action::Redirect
+            || categories.iter().any(|c| c.action == Action::Redirect);
+        if redirects && block.redirect_v4.is_none() && block.redirect_v6.is_none() {
+            return Err(self.error_at(
+                "action",
+                "redirect",
+                "action redirect is used, but block.redirect has no ipv4 or ipv6 address".into(),
+            ));
+        }
+
+        let listen = raw.listen.unwrap_or_else(RawListen::builtin);
+        Ok(Config {
+            listen: Listen {
+                dns: listen
+                    .dns
+                    .map(|v| v.into_iter().map(|a| a.0).collect())
+                    .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
+                http: listen.http.map(|a| a.0),
+                admin: listen.admin.map(|a| a.0),
+            },
+            upstream: Upstream {
+                servers,
+                timeout: raw.upstream.timeout.map_or(Duration::from_secs(2), |d| d.0),
+            },
+            cache_size: raw.cache.size.unwrap_or(100_000),
+            block,
+            categories,
+            lists,
+        })
+    }
+}
+
+/// Finds `key: value` (value possibly quoted) in the text; returns the
+/// 1-based line and column of the value.
+fn locate(text: &str, key: &str, value: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(k) = line[from..].find(key) {
+            let k = from + k;
+            from = k + key.len();
+            let boundary = k == 0
+                || !line.as_bytes()[k - 1].is_ascii_alphanumeric() && line.as_bytes()[k - 1] != b'_';
+            let rest = &line[from..];
+            let Some(after_colon) = rest.strip_prefix(':') else {
+                continue;
+            };
+            if !boundary {
+                continue;
+            }
+            let trimmed = after_colon.trim_start();
+            let col = line.len() - trimmed.len() + 1;
+            let bare = trimmed.trim_start_matches(['"', '\'', '[']);
+            if value.is_empty() || bare.starts_with(value) || trimmed.contains(value) {
+                return Some((i + 1, col));
+            }
+        }
+    }
+    None
+}
+
+/// Nameservers from `/etc/resolv.conf`, port 53.
+fn system_nameservers() -> Result<Vec<SocketAddr>, String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;
+    let servers: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some("nameserver"))
+                .then(|| parts.next())
+                .flatten()
+                // Strip an IPv6 zone (`fe80::1%eth0`): we cannot use it.
+                .and_then(|a| a.split('%').next())
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect();
+    if servers.is_empty() {
+        Err("/etc/resolv.conf names no nameserver".into())
+    } else {
+        Ok(servers)
+    }
+}
+
+// ---- The YAML schema ------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<RawListen>,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    block: RawBlock,
+    #[serde(default)]
+    categories: BTreeMap<String, RawCategory>,
+    #[serde(default)]
+    lists: Vec<RawList>,
+    #[serde(default)]
+    allowlists: Vec<RawList>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    dns: Option<Vec<ListenAddr>>,
+    http: Option<ListenAddr>,
+    admin: Option<ListenAddr>,
+}
+
+impl RawListen {
+    /// With no `listen:` section at all, serve DNS and admin on loopback.
+    fn builtin() -> Self {
+        Self {
+            dns: None,
+            http: None,
+            admin: Some(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9154)))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default = "default_servers")]
+    servers: Vec<UpstreamSpec>,
+    timeout: Option<DurationSpec>,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            servers: default_servers(),
+            timeout: None,
+        }
+    }
+}
+
+fn default_servers() -> Vec<UpstreamSpec> {
+    vec![UpstreamSpec::System]
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    action: Option<Action>,
+    ttl: Option<u32>,
+    redirect: Option<RawRedirect>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    action: Option<Action>,
+    reason: Option<String>,
+    #[serde(default)]
+    alternatives: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    name: String,
+    category: Option<String>,
+    path: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    format: FormatSpec,
+}
+
+/// Implements `Deserialize` from a string through a visitor, so a parse
+/// failure carries the YAML position.
+macro_rules! from_str_visitor {
+    ($ty:ty, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
+                        let parse: fn(&str) -> Result<$ty, String> = $parse;
+                        parse(s).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ListenAddr(SocketAddr);
+
+from_str_visitor!(ListenAddr, "an address like \"127.0.0.1:5353\"", |s| {
+    s.parse()
+        .map(ListenAddr)
+        .map_err(|_| format!("{s:?} is not an address; expected IP:PORT like \"127.0.0.1:5353\" or \"[::1]:5353\""))
+});
+
+#[derive(Debug, Clone, Copy)]
+enum UpstreamSpec {
+    Addr(SocketAddr),
+    System,
+}
+
+from_str_visitor!(UpstreamSpec, "\"IP:PORT\" or \"system\"", |s| {
+    if s == "system" {
+        return Ok(UpstreamSpec::System);
+    }
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map(UpstreamSpec::Addr)
+        .map_err(|_| format!("{s:?} is not an upstream; expected \"IP:PORT\" (e.g. \"192.0.2.53:53\") or \"system\""))
+});
+
+#[derive(Debug, Clone, Copy)]
+struct DurationSpec(Duration);
+
+from_str_visitor!(DurationSpec, "a duration like \"500ms\" or \"2s\"", |s| {
+    parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .map(DurationSpec)
+        .ok_or_else(|| format!("{s:?} is not a duration; expected a positive number with a unit: ms, s, m or h (e.g. \"500ms\", \"2s\")"))
+});
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+from_str_visitor!(Action, "nxdomain, nodata, refused or redirect", |s| {
+    match s {
+        "nxdomain" => Ok(Action::Nxdomain),
+        "nodata" => Ok(Action::Nodata),
+        "refused" => Ok(Action::Refused),
+        "redirect" => Ok(Action::Redirect),
+        other => Err(format!(
+            "unknown action {other:?}; expected nxdomain, nodata, refused or redirect"
+        )),
+    }
+});
+
+#[derive(Debug, Clone, Copy, Default)]
+enum FormatSpec {
+    #[default]
+    Auto,
+    Fixed(Format),
+    Rpz,
+}
+
+from_str_visitor!(FormatSpec, "auto, domains, hosts, adblock, wildcard or rpz", |s| {
+    match s {
+        "auto" => Ok(FormatSpec::Auto),
+        "domains" => Ok(FormatSpec::Fixed(Format::Domains)),
+        "hosts" => Ok(FormatSpec::Fixed(Format::Hosts)),
+        "adblock" => Ok(FormatSpec::Fixed(Format::Adblock)),
+        "wildcard" => Ok(FormatSpec::Fixed(Format::Wildcard)),
+        "rpz" => Ok(FormatSpec::Rpz),
+        other => Err(format!(
+            "unknown format {other:?}; expected auto, domains, hosts, adblock, wildcard or rpz"
+        )),
+    }
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "zoom.us\n").unwrap();
+        Config::parse(text, Path::new("t.yaml"), dir.path())
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = "\
+listen:
+  dns: [\"127.0.0.1:5353\"]
+  admin: \"127.0.0.1:9154\"
+upstream:
+  servers: [\"127.0.0.1:5300\", \"[::1]:53\"]
+  timeout: 500ms
+cache:
+  size: 10
+block:
+  action: nodata
+  ttl: 30
+  redirect:
+    ipv4: 10.0.0.1
+categories:
+  video:
+    action: redirect
+    reason: \"not approved\"
+    alternatives: [Teams]
+lists:
+  - name: v
+    category: video
+    path: a.txt
+    format: domains
+  - name: plain
+    path: a.txt
+allowlists:
+  - name: ok
+    path: a.txt
+";
+
+    #[test]
+    fn full_example_validates() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.upstream.timeout, Duration::from_millis(500));
+        assert_eq!(c.upstream.servers.len(), 2);
+        assert_eq!(c.cache_size, 10);
+        assert_eq!(c.block.ttl, 30);
+        assert_eq!(c.lists.len(), 3);
+        assert_eq!(c.lists[2].category, None);
+        // "plain" names no category: an implicit one with the default action.
+        let plain = c.categories.iter().find(|c| c.name == "plain").unwrap();
+        assert_eq!(plain.action, Action::Nodata);
+        let video = c.categories.iter().find(|c| c.name == "video").unwrap();
+        assert_eq!(video.action, Action::Redirect);
+    }
+
+    #[test]
+    fn empty_config_uses_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.dns, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]);
+        assert_eq!(c.listen.admin, Some(SocketAddr::from(([127, 0, 0, 1], 9154))));
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        assert_eq!(
+            err("listen:\n  dnss: []\n"),
+            "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `admin`"
+        );
+        let e = err("upstream:\n  servers: [\"127.0.0.1:53\"]\n  timeout: 2 parsecs\n");
+        assert!(e.starts_with("t.yaml:3:12: upstream.timeout: \"2 parsecs\" is not a duration"), "{e}");
+        let e = err("listen:\n  dns: [\"localhost\"]\n");
+        assert!(e.starts_with("t.yaml:2:9: listen.dns[0]: \"localhost\" is not an address"), "{e}");
+        let e = err("block:\n  action: drop\n");
+        assert!(e.starts_with("t.yaml:2:11: block.action: unknown action \"drop\""), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_are_located() {
+        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    category: nope\n    path: a.txt\n");
+        assert!(e.starts_with("t.yaml:4:15: list \"v\" names category \"nope\""), "{e}");
+        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    path: missing.txt\n");
+        assert!(e.starts_with("t.yaml:4:11: list \"v\": file"), "{e}");
+        assert!(e.contains("missing.txt does not exist"), "{e}");
+        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: rpz}\n");
+        assert!(e.starts_with("t.yaml:3:"), "{e}");
+    }
+
+    #[test]
+    fn redirect_needs_an_address() {
+        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nblock:\n  action: redirect\n");
+        assert!(e.contains("block.redirect has no ipv4 or ipv6"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}
