@@ -125,3 +125,26 @@ fn metric_parser_reads_labels() {
         0.0
     );
 }
+
+#[test]
+fn setup_renders_a_config_the_server_accepts() {
+    let s = common::Setup::new()
+        .upstream("127.0.0.1:5300".parse().unwrap())
+        .block_action("nodata")
+        .block_ttl(77)
+        .category(
+            "video",
+            Some("redirect"),
+            "Not \"approved\": IG",
+            &["Teams", "Attend Anywhere"],
+        )
+        .category("plain-cat", None, "r", &[])
+        .list("unapproved-video", Some("video"), "zoom.us\n")
+        .list_fmt("wild", None, "wildcard", "*.wild.test\n")
+        .allowlist("exceptions", "support.zoom.us\n");
+    let path = s.write_config();
+    let cfg = sinkhole::config::Config::load(&path)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", std::fs::read_to_string(&path).unwrap()));
+    assert!(cfg.lists.iter().any(|l| l.name == "wild"));
+    assert_eq!(cfg.block.ttl, 77);
+}
