@@ -320,10 +320,11 @@ fn sigterm_exits_zero() {
     let up = FakeUpstream::start();
     let mut sh = server(&up);
     sh.udp(&Q::a("before-term.test"));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &sh.pid().to_string()])
+    // the shell's builtin kill: no procps needed
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", sh.pid())])
         .status()
-        .expect("run kill");
+        .expect("run sh -c kill");
     assert!(status.success());
     let exit = sh
         .wait_exit(Duration::from_secs(15))

@@ -278,12 +278,11 @@ impl Sinkhole {
                 Err((why, exited_early)) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    failures += &format!(
-                        "attempt {attempt}: {why}\n{}\n",
-                        read_logs(&stdout, &stderr)
-                    );
-                    // only an early exit (e.g. a port taken meanwhile) is worth a retry
-                    if !exited_early {
+                    let logs = read_logs(&stdout, &stderr);
+                    // only a port taken meanwhile (by another test) is worth a retry
+                    let port_taken = logs.to_lowercase().contains("in use");
+                    failures += &format!("attempt {attempt}: {why}\n{logs}\n");
+                    if !(exited_early && port_taken) {
                         break;
                     }
                 }
