@@ -77,7 +77,12 @@ fn metrics_expose_contract_names() {
             "/metrics lacks {name}:\n{m}"
         );
     }
-    assert!(m.contains("# TYPE sinkhole_queries_total counter"), "{m}");
+    // Prometheus text names the family with _total, OpenMetrics without
+    assert!(
+        m.contains("# TYPE sinkhole_queries_total counter")
+            || m.contains("# TYPE sinkhole_queries counter"),
+        "sinkhole_queries_total must be typed counter:\n{m}"
+    );
     assert_eq!(
         metric(&m, "sinkhole_list_rules", &[("list", "ads")]),
         2.0,
