@@ -397,7 +397,7 @@ fn negative_cache_lasts_min_of_soa_ttl_and_minimum_and_positive_cache_its_ttl() 
         for rec in r.answers().iter().chain(r.authorities()) {
             assert!(
                 rec.ttl <= 2,
-                "{name}: cached TTL {} above the 2 s it may live",
+                "{name}: cached TTL {} above the 2 s it may live (RFC 2308 §5: negative TTL is min(SOA TTL, MINIMUM))",
                 rec.ttl
             );
         }
