@@ -383,14 +383,14 @@ fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), (String, bool)
         if let Some(why) = exited(child) {
             return Err((why, true));
         }
-        if let Ok(r) = http::try_get(admin, "/readyz") {
-            if r.status == 200 {
-                // make sure the 200 came from our process, not another one on that port
-                if let Some(why) = exited(child) {
-                    return Err((why, true));
-                }
-                return Ok(());
+        if let Ok(r) = http::try_get(admin, "/readyz")
+            && r.status == 200
+        {
+            // make sure the 200 came from our process, not another one on that port
+            if let Some(why) = exited(child) {
+                return Err((why, true));
             }
+            return Ok(());
         }
         if start.elapsed() > READY_DEADLINE {
             return Err((format!("/readyz not 200 within {READY_DEADLINE:?}"), false));
