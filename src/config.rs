@@ -236,7 +236,11 @@ impl Validator<'_> {
                 return Err(self.error_at(
                     "path",
                     shown,
-                    format!("list {:?}: file {} does not exist or is not a file", l.name, path.display()),
+                    format!(
+                        "list {:?}: file {} does not exist or is not a file",
+                        l.name,
+                        path.display()
+                    ),
                 ));
             }
             let format = match l.format {
@@ -263,7 +267,8 @@ impl Validator<'_> {
                 let wanted = l.category.clone().unwrap_or_else(|| l.name.clone());
                 if !categories.iter().any(|c| c.name == wanted) {
                     if l.category.is_some() {
-                        let defined: Vec<&str> = categories.iter().map(|c| c.name.as_str()).collect();
+                        let defined: Vec<&str> =
+                            categories.iter().map(|c| c.name.as_str()).collect();
                         return Err(self.error_at(
                             "category",
                             &wanted,
@@ -337,7 +342,8 @@ fn locate(text: &str, key: &str, value: &str) -> Option<(usize, usize)> {
             let k = from + k;
             from = k + key.len();
             let boundary = k == 0
-                || !line.as_bytes()[k - 1].is_ascii_alphanumeric() && line.as_bytes()[k - 1] != b'_';
+                || !line.as_bytes()[k - 1].is_ascii_alphanumeric()
+                    && line.as_bytes()[k - 1] != b'_';
             let rest = &line[from..];
             let Some(after_colon) = rest.strip_prefix(':') else {
                 continue;
@@ -508,9 +514,11 @@ macro_rules! from_str_visitor {
 struct ListenAddr(SocketAddr);
 
 from_str_visitor!(ListenAddr, "an address like \"127.0.0.1:5353\"", |s| {
-    s.parse()
-        .map(ListenAddr)
-        .map_err(|_| format!("{s:?} is not an address; expected IP:PORT like \"127.0.0.1:5353\" or \"[::1]:5353\""))
+    s.parse().map(ListenAddr).map_err(|_| {
+        format!(
+            "{s:?} is not an address; expected IP:PORT like \"127.0.0.1:5353\" or \"[::1]:5353\""
+        )
+    })
 });
 
 #[derive(Debug, Clone, Copy)]
@@ -573,19 +581,23 @@ enum FormatSpec {
     Rpz,
 }
 
-from_str_visitor!(FormatSpec, "auto, domains, hosts, adblock, wildcard or rpz", |s| {
-    match s {
-        "auto" => Ok(FormatSpec::Auto),
-        "domains" => Ok(FormatSpec::Fixed(Format::Domains)),
-        "hosts" => Ok(FormatSpec::Fixed(Format::Hosts)),
-        "adblock" => Ok(FormatSpec::Fixed(Format::Adblock)),
-        "wildcard" => Ok(FormatSpec::Fixed(Format::Wildcard)),
-        "rpz" => Ok(FormatSpec::Rpz),
-        other => Err(format!(
-            "unknown format {other:?}; expected auto, domains, hosts, adblock, wildcard or rpz"
-        )),
+from_str_visitor!(
+    FormatSpec,
+    "auto, domains, hosts, adblock, wildcard or rpz",
+    |s| {
+        match s {
+            "auto" => Ok(FormatSpec::Auto),
+            "domains" => Ok(FormatSpec::Fixed(Format::Domains)),
+            "hosts" => Ok(FormatSpec::Fixed(Format::Hosts)),
+            "adblock" => Ok(FormatSpec::Fixed(Format::Adblock)),
+            "wildcard" => Ok(FormatSpec::Fixed(Format::Wildcard)),
+            "rpz" => Ok(FormatSpec::Rpz),
+            other => Err(format!(
+                "unknown format {other:?}; expected auto, domains, hosts, adblock, wildcard or rpz"
+            )),
+        }
     }
-});
+);
 
 #[cfg(test)]
 mod tests {
@@ -652,7 +664,10 @@ allowlists:
     fn empty_config_uses_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.listen.dns, vec![SocketAddr::from(([127, 0, 0, 1], 5353))]);
-        assert_eq!(c.listen.admin, Some(SocketAddr::from(([127, 0, 0, 1], 9154))));
+        assert_eq!(
+            c.listen.admin,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9154)))
+        );
         assert_eq!(c.upstream.timeout, Duration::from_secs(2));
     }
 
@@ -663,21 +678,39 @@ allowlists:
             "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `admin`"
         );
         let e = err("upstream:\n  servers: [\"127.0.0.1:53\"]\n  timeout: 2 parsecs\n");
-        assert!(e.starts_with("t.yaml:3:12: upstream.timeout: \"2 parsecs\" is not a duration"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:3:12: upstream.timeout: \"2 parsecs\" is not a duration"),
+            "{e}"
+        );
         let e = err("listen:\n  dns: [\"localhost\"]\n");
-        assert!(e.starts_with("t.yaml:2:9: listen.dns[0]: \"localhost\" is not an address"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:2:9: listen.dns[0]: \"localhost\" is not an address"),
+            "{e}"
+        );
         let e = err("block:\n  action: drop\n");
-        assert!(e.starts_with("t.yaml:2:11: block.action: unknown action \"drop\""), "{e}");
+        assert!(
+            e.starts_with("t.yaml:2:11: block.action: unknown action \"drop\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn cross_field_errors_are_located() {
-        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    category: nope\n    path: a.txt\n");
-        assert!(e.starts_with("t.yaml:4:15: list \"v\" names category \"nope\""), "{e}");
-        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    path: missing.txt\n");
+        let e = err(
+            "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    category: nope\n    path: a.txt\n",
+        );
+        assert!(
+            e.starts_with("t.yaml:4:15: list \"v\" names category \"nope\""),
+            "{e}"
+        );
+        let e = err(
+            "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - name: v\n    path: missing.txt\n",
+        );
         assert!(e.starts_with("t.yaml:4:11: list \"v\": file"), "{e}");
         assert!(e.contains("missing.txt does not exist"), "{e}");
-        let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: rpz}\n");
+        let e = err(
+            "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: rpz}\n",
+        );
         assert!(e.starts_with("t.yaml:3:"), "{e}");
     }
 

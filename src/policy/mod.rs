@@ -4,6 +4,7 @@
 //! server swaps whole snapshots atomically on reload. No DNS wire types live
 //! here: names arrive as label slices, decisions leave as plain data.
 
+pub mod explain;
 pub mod name;
 pub mod rule;
 pub mod trie;

@@ -1,0 +1,109 @@
+//! The answer to "why is this name blocked (or not)?", shared by the
+//! `explain` command and the admin endpoint.
+
+use serde::Serialize;
+
+use super::{Decision, DomainName, Policy, Verdict};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Explanation {
+    pub name: String,
+    /// `block`, `allow` (an allow rule matched) or `forward` (nothing did).
+    pub verdict: &'static str,
+    pub action: Option<&'static str>,
+    /// The rule as it would be written: `zoom.us` or `*.zoom.us`.
+    pub rule: Option<String>,
+    pub list: Option<String>,
+    pub path: Option<String>,
+    pub line: Option<u32>,
+    pub category: Option<String>,
+    pub reason: Option<String>,
+    pub alternatives: Vec<String>,
+    /// Echoed when given; per-network policy is not configurable yet, so it
+    /// does not change the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+impl Explanation {
+    pub fn new(policy: &Policy, name: &DomainName, client: Option<String>) -> Self {
+        let mut e = Explanation {
+            name: name.to_string(),
+            verdict: "forward",
+            action: None,
+            rule: None,
+            list: None,
+            path: None,
+            line: None,
+            category: None,
+            reason: None,
+            alternatives: Vec::new(),
+            client,
+        };
+        let (hit, verdict) = match policy.decide_name(name) {
+            Decision::Forward => return e,
+            Decision::Allow(hit) => (hit, Verdict::Allow),
+            Decision::Block { hit, category, .. } => {
+                e.action = Some(category.action.as_str());
+                e.category = Some(category.name.clone());
+                e.reason = category.reason.clone();
+                e.alternatives = category.alternatives.clone();
+                (hit, Verdict::Block)
+            }
+        };
+        e.verdict = match verdict {
+            Verdict::Block => "block",
+            Verdict::Allow => "allow",
+        };
+        e.rule = Some(hit.rule_text(name));
+        e.list = Some(hit.list.name.clone());
+        e.path = Some(hit.list.path.display().to_string());
+        e.line = Some(hit.line);
+        e
+    }
+
+    /// A few lines for a person at a terminal.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        match self.verdict {
+            "block" => {
+                s.push_str(&format!(
+                    "{}: BLOCKED ({})\n",
+                    self.name,
+                    self.action.unwrap_or("")
+                ));
+            }
+            "allow" => s.push_str(&format!(
+                "{}: ALLOWED by an allow rule (forwarded upstream)\n",
+                self.name
+            )),
+            _ => s.push_str(&format!(
+                "{}: not on any list (forwarded upstream)\n",
+                self.name
+            )),
+        }
+        if let (Some(rule), Some(list), Some(path), Some(line)) =
+            (&self.rule, &self.list, &self.path, self.line)
+        {
+            s.push_str(&format!(
+                "  rule:     {rule}\n  list:     {list} ({path}:{line})\n"
+            ));
+        }
+        if let Some(c) = &self.category {
+            s.push_str(&format!("  category: {c}\n"));
+        }
+        if let Some(a) = self.action {
+            s.push_str(&format!("  action:   {a}\n"));
+        }
+        if let Some(r) = &self.reason {
+            s.push_str(&format!("  reason:   {r}\n"));
+        }
+        if !self.alternatives.is_empty() {
+            s.push_str(&format!(
+                "  use instead: {}\n",
+                self.alternatives.join(", ")
+            ));
+        }
+        s
+    }
+}
