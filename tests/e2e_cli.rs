@@ -110,6 +110,7 @@ cache:
 block:
   action: nxdomain
   ttl: 60
+  redirect: {ipv4: 10.0.0.1}
 categories:
   video:
     action: redirect
@@ -190,13 +191,13 @@ fn check_rejects_bad_action_with_file_and_line() {
 
 #[test]
 fn check_rejects_list_naming_undefined_category() {
-    let (out, _, _d) = check_with(18, "    category: no-such-category");
-    assert_config_error(&out, &[17, 18], "no-such-category");
+    let (out, _, _d) = check_with(19, "    category: no-such-category");
+    assert_config_error(&out, &[18, 19], "no-such-category");
 }
 
 #[test]
 fn check_rejects_missing_list_file() {
-    let (out, _, _d) = check_with(19, "    path: lists/missing.txt");
+    let (out, _, _d) = check_with(20, "    path: lists/missing.txt");
     out.assert_no_panic();
     assert_eq!(
         out.code,
@@ -262,7 +263,8 @@ fn explain_json_block_gives_list_line_rule_category_action() {
 
 #[test]
 fn explain_json_wildcard_rule_uses_block_action_and_list_as_category() {
-    let cfg = setup().block_action("nodata").write_config();
+    let s = setup().block_action("nodata");
+    let cfg = s.write_config();
     let out = cli::explain(&cfg, "a.b.wild.test", &["--json"]);
     assert_eq!(out.code, Some(0), "{}", out.show());
     let v = out.json();
@@ -280,7 +282,8 @@ fn explain_json_wildcard_rule_uses_block_action_and_list_as_category() {
 
 #[test]
 fn explain_json_allow_and_forward() {
-    let cfg = setup().write_config();
+    let s = setup();
+    let cfg = s.write_config();
     let out = cli::explain(&cfg, "eu.support.zoom.us", &["--json"]);
     assert_eq!(out.code, Some(0), "allow still exits 0:\n{}", out.show());
     let v = out.json();
@@ -302,7 +305,8 @@ fn explain_json_allow_and_forward() {
 
 #[test]
 fn explain_is_case_insensitive() {
-    let cfg = setup().write_config();
+    let s = setup();
+    let cfg = s.write_config();
     let v = cli::explain(&cfg, "US04WEB.Zoom.US", &["--json"]).json();
     assert_eq!(v["verdict"], "block", "{v}");
     assert_eq!(v["rule"], "zoom.us", "{v}");
@@ -310,7 +314,8 @@ fn explain_is_case_insensitive() {
 
 #[test]
 fn explain_text_mentions_verdict_list_line_rule_category_action() {
-    let cfg = setup().write_config();
+    let s = setup();
+    let cfg = s.write_config();
     let out = cli::explain(&cfg, "us04web.zoom.us", &[]);
     out.assert_no_panic();
     assert_eq!(out.code, Some(0), "{}", out.show());
@@ -331,7 +336,8 @@ fn explain_text_mentions_verdict_list_line_rule_category_action() {
 
 #[test]
 fn explain_invalid_name_exits_2() {
-    let cfg = setup().write_config();
+    let s = setup();
+    let cfg = s.write_config();
     for bad in ["a b", "a..b"] {
         let out = cli::explain(&cfg, bad, &["--json"]);
         out.assert_no_panic();
