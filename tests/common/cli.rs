@@ -46,7 +46,11 @@ impl Output {
 
 /// Runs `sinkhole ARGS...` in `cwd`, with a 60 s safety deadline.
 pub fn run<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Output {
-    assert!(cwd.is_dir(), "cwd {} is gone (was its Setup dropped?)", cwd.display());
+    assert!(
+        cwd.is_dir(),
+        "cwd {} is gone (was its Setup dropped?)",
+        cwd.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_p = dir.path().join("stdout");
     let err_p = dir.path().join("stderr");

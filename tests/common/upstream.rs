@@ -390,7 +390,12 @@ fn handle(packet: &[u8], tcp: bool, state: &State) -> Option<Vec<u8>> {
         .or_else(|| state.default.lock().unwrap().clone())
         .unwrap_or_else(|| {
             if q.query_type == RecordType::A {
-                Script::a(&q.name.to_ascii(), 300, &[Ipv4Addr::new(192, 0, 2, 1)])
+                // built from the Name itself: fuzzed names need not survive to_ascii/from_ascii
+                let a = RData::A(A(Ipv4Addr::new(192, 0, 2, 1)));
+                Script {
+                    answers: vec![Record::from_rdata(q.name.clone(), 300, a)],
+                    ..Default::default()
+                }
             } else {
                 Script::default()
             }
