@@ -10,7 +10,7 @@
 //! evicts the soonest-expiring of a few sampled entries when full.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,8 @@ use rustc_hash::FxBuildHasher;
 
 use super::answers::{EDNS_PAYLOAD, truncate, udp_limit};
 use super::wire::{
-    FLAG_AD, FLAG_QR, FLAG_RA, HEADER_LEN, Query, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_OPT,
-    TYPE_SOA, put_opt, read_record, read_u16, read_u32, response_flags,
+    FLAG_AD, HEADER_LEN, Query, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_OPT, TYPE_SOA, put_opt,
+    read_record, read_u16, read_u32, response_flags,
 };
 
 /// Longest TTL we keep an answer for, whatever upstream says (Unbound's
@@ -155,7 +155,7 @@ pub fn render(
     out[0..2].copy_from_slice(&q.id.to_be_bytes());
     let stored = u16::from_be_bytes([out[2], out[3]]);
     // RCODE and AD are the upstream's; the rest is ours or the client's.
-    let flags = response_flags(q.flags, 0) | (stored & (0xF | FLAG_AD)) | FLAG_QR | FLAG_RA;
+    let flags = response_flags(q.flags, 0) | (stored & (0xF | FLAG_AD));
     out[2..4].copy_from_slice(&flags.to_be_bytes());
     out[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
     if elapsed > 0 {
@@ -223,9 +223,8 @@ impl Cache {
         if self.shards.is_empty() {
             return None;
         }
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        Some(&self.shards[(h.finish() >> 40) as usize % self.shards.len()])
+        let h = self.hasher.hash_one(key);
+        Some(&self.shards[(h >> 40) as usize % self.shards.len()])
     }
 
     /// Renders a cached answer for `q` into `out` if there is a live one.
@@ -300,7 +299,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::wire::{CLASS_IN, FLAG_RD, TYPE_A, parse_query, put_header};
+    use crate::dns::wire::{CLASS_IN, FLAG_QR, FLAG_RA, FLAG_RD, TYPE_A, parse_query, put_header};
 
     fn query(name: &[u8], edns: bool) -> Vec<u8> {
         let mut q = Vec::new();

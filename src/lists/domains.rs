@@ -34,11 +34,9 @@ pub(super) fn parse_names(text: &str, format: Format) -> ParsedList {
         if line.is_empty() || line.starts_with(['#', '!']) {
             continue;
         }
-        let mut fields = strip_inline_comment(line).split_ascii_whitespace();
-        let Some(token) = fields.next() else {
-            continue;
-        };
-        if fields.next().is_some() {
+        // Not empty: the line is trimmed and does not start with `#`.
+        let token = strip_inline_comment(line);
+        if token.bytes().any(|b| b.is_ascii_whitespace()) {
             list.skip(
                 n,
                 raw,

@@ -37,6 +37,8 @@ const BOILERPLATE: &[&str] = &[
 pub fn parse(text: &str) -> ParsedList {
     let mut list = ParsedList::new(Format::Hosts);
     let mut lines = 0;
+    // Lists repeat one address on every line: parse it once.
+    let mut last_addr: (&str, Option<IpAddr>) = ("", None);
     for (n, raw) in numbered_lines(text) {
         lines = n;
         let content = raw.find('#').map_or(raw, |at| &raw[..at]);
@@ -45,7 +47,10 @@ pub fn parse(text: &str) -> ParsedList {
             continue; // blank or comment
         };
         let names = fields;
-        let Some(addr) = parse_addr(first) else {
+        if first != last_addr.0 {
+            last_addr = (first, parse_addr(first));
+        }
+        let Some(addr) = last_addr.1 else {
             let what = if names.clone().next().is_none() {
                 "a name with no address (hosts lines are `ADDRESS name…`)"
             } else {
@@ -58,20 +63,21 @@ pub fn parse(text: &str) -> ParsedList {
             list.skip(n, raw, SkipReason::Unrecognised("an address with no name"));
             continue;
         }
-        // Boilerplate before the address check: `255.255.255.255
-        // broadcasthost` is boilerplate, not a real mapping to worry about.
-        if names.clone().all(is_boilerplate) {
-            list.skip(n, raw, SkipReason::HostsBoilerplate);
-            continue;
-        }
-        if !(addr.is_unspecified() || addr.is_loopback()) {
-            list.skip(n, raw, SkipReason::NotSinkholeAddress);
-            continue;
-        }
-        for name in names {
-            if !is_boilerplate(name) {
+        if addr.is_unspecified() || addr.is_loopback() {
+            let mut real = false;
+            for name in names.filter(|name| !is_boilerplate(name)) {
+                real = true;
                 list.push_rule(n, raw, name, Scope::Subtree, Verdict::Block);
             }
+            if !real {
+                list.skip(n, raw, SkipReason::HostsBoilerplate);
+            }
+        } else if names.clone().all(is_boilerplate) {
+            // `255.255.255.255 broadcasthost` is boilerplate, not a real
+            // mapping to worry about.
+            list.skip(n, raw, SkipReason::HostsBoilerplate);
+        } else {
+            list.skip(n, raw, SkipReason::NotSinkholeAddress);
         }
     }
     list.set_line_count(lines);
@@ -88,6 +94,11 @@ fn parse_addr(field: &str) -> Option<IpAddr> {
 }
 
 fn is_boilerplate(name: &str) -> bool {
+    // Cheap test first: they all start with `l`, `b`, `i` or `0`.
+    let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+    if !matches!(first, Some(b'l' | b'b' | b'i' | b'0')) {
+        return false;
+    }
     let name = name.strip_suffix('.').unwrap_or(name);
     BOILERPLATE.iter().any(|b| b.eq_ignore_ascii_case(name))
 }

@@ -56,8 +56,7 @@ pub enum SkipReason {
     BadName(NameError),
     /// A hosts line whose address is not a sinkhole address (a real mapping).
     NotSinkholeAddress,
-    /// A hosts line that names only an address, or a known hosts-file
-    /// boilerplate name such as `localhost`.
+    /// A hosts line naming only hosts-file boilerplate such as `localhost`.
     HostsBoilerplate,
     /// An adblock rule that DNS cannot express (cosmetic, path, options…).
     UnsupportedAdblock,

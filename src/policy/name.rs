@@ -100,8 +100,10 @@ pub fn normalize_into(text: &str, out: &mut String) -> Result<(), NameError> {
     if all_digits_and_dots && name.parse::<std::net::Ipv4Addr>().is_ok() {
         return Err(NameError::IpAddress);
     }
-    out.reserve(name.len());
-    out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    // Only ASCII got this far, so lowercasing bytes in place is safe.
+    let start = out.len();
+    out.push_str(name);
+    out[start..].make_ascii_lowercase();
     Ok(())
 }
 
