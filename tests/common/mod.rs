@@ -25,23 +25,6 @@ pub use upstream::{FakeUpstream, Script};
 pub use hickory_proto::op::{Message, OpCode, ResponseCode};
 pub use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use std::time::{Duration, Instant};
-
-/// Polls `cond` until it returns `Some`, or panics with `what` after `deadline`.
-/// This is a readiness check, not a sleep: it returns as soon as the condition holds.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        if start.elapsed() > deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Deterministic xorshift PRNG (for garbage packets; no extra dependency).
 pub struct XorShift(pub u64);
 

@@ -6,11 +6,11 @@
 //! upstream") and DO/CD pass-through.
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, NULL, SOA, TXT};
+use hickory_proto::rr::rdata::{A, NS, NULL, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -45,9 +45,6 @@ pub fn rec(owner: &str, ttl: u32, data: RData) -> Record {
 }
 pub fn rec_a(owner: &str, ttl: u32, ip: Ipv4Addr) -> Record {
     rec(owner, ttl, RData::A(A(ip)))
-}
-pub fn rec_aaaa(owner: &str, ttl: u32, ip: Ipv6Addr) -> Record {
-    rec(owner, ttl, RData::AAAA(AAAA(ip)))
 }
 pub fn rec_ns(owner: &str, ttl: u32, ns: &str) -> Record {
     rec(owner, ttl, RData::NS(NS(name(ns))))
