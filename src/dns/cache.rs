@@ -105,7 +105,7 @@ pub fn analyse(resp: &[u8], question_len: usize) -> Option<Analysis> {
             let in_authority = i >= usize::from(an) && i < usize::from(an) + usize::from(ns);
             if in_authority && rr.rtype == TYPE_SOA && rr.end >= rr.rdata_at + 20 {
                 let minimum = read_u32(resp, rr.end - 4)?;
-                negative_ttl = Some(rr.ttl.min(minimum));
+                negative_ttl = Some((rr.ttl.min(minimum), rr.ttl_at));
             }
         }
         pos = rr.end;
@@ -122,6 +122,12 @@ pub fn analyse(resp: &[u8], question_len: usize) -> Option<Analysis> {
     }
     let truncated = flags & super::wire::FLAG_TC != 0;
     let negative = rcode == RCODE_NXDOMAIN || (rcode == RCODE_NOERROR && an == 0);
+    if negative && let Some((ttl, at)) = negative_ttl {
+        // RFC 2308 §5: the SOA of a negative answer is served with the
+        // negative TTL, or clients would keep the denial for the SOA's TTL.
+        without_opt[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+    }
+    let negative_ttl = negative_ttl.map(|(ttl, _)| ttl);
     let cache_ttl =
         if truncated || ext_rcode != 0 || !(rcode == RCODE_NOERROR || rcode == RCODE_NXDOMAIN) {
             None
@@ -342,6 +348,36 @@ mod tests {
         assert_eq!(a.cache_ttl, Some(300));
         assert_eq!(a.ttl_offsets.len(), 1);
         assert_eq!(read_u16(&a.without_opt, 10), Some(0));
+    }
+
+    #[test]
+    fn negative_answer_soa_ttl_is_capped_by_minimum() {
+        let name = b"\x02nx\x04test\x00";
+        let mut r = Vec::new();
+        put_header(
+            &mut r,
+            1,
+            FLAG_QR | FLAG_RA | u16::from(RCODE_NXDOMAIN),
+            [1, 0, 1, 0],
+        );
+        r.extend_from_slice(name);
+        r.extend_from_slice(&TYPE_A.to_be_bytes());
+        r.extend_from_slice(&CLASS_IN.to_be_bytes());
+        r.extend_from_slice(&[0xC0, 15]); // owner: "test."
+        r.extend_from_slice(&TYPE_SOA.to_be_bytes());
+        r.extend_from_slice(&CLASS_IN.to_be_bytes());
+        r.extend_from_slice(&300u32.to_be_bytes());
+        r.extend_from_slice(&24u16.to_be_bytes());
+        r.extend_from_slice(&[0xC0, 15, 0xC0, 15]); // mname, rname
+        for v in [1u32, 2, 3, 4, 5] {
+            r.extend_from_slice(&v.to_be_bytes());
+        }
+        let a = analyse(&r, name.len() + 4).unwrap();
+        assert_eq!(a.cache_ttl, Some(5));
+        assert_eq!(
+            read_u32(&a.without_opt, usize::from(a.ttl_offsets[0])),
+            Some(5)
+        );
     }
 
     #[test]
