@@ -87,6 +87,9 @@ pub fn analyse(resp: &[u8], question_len: usize) -> Option<Analysis> {
     let ns = read_u16(resp, 8)?;
     let ar = read_u16(resp, 10)?;
     let mut pos = HEADER_LEN + question_len;
+    if resp.len() < pos {
+        return None;
+    }
     let mut ttl_offsets = Vec::with_capacity(usize::from(an) + usize::from(ns) + usize::from(ar));
     let mut min_ttl = u32::MAX;
     let mut negative_ttl = None;
@@ -172,7 +175,7 @@ pub fn render(
         }
     }
     if let Some(edns) = q.edns {
-        let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
+        let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
         out[10..12].copy_from_slice(&ar.to_be_bytes());
         put_opt(out, EDNS_PAYLOAD, 0, edns.dnssec_ok, &[]);
     }
@@ -426,6 +429,26 @@ mod tests {
             cache.insert(&q, &a, now);
         }
         assert!(cache.len() <= 128 + SHARDS, "{}", cache.len());
+    }
+
+    #[test]
+    fn analyse_never_panics_on_garbage() {
+        let mut x: u32 = 99;
+        for len in 0..200 {
+            for _ in 0..50 {
+                let p: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                for qlen in [0, 5, 17, 300] {
+                    let _ = analyse(&p, qlen);
+                }
+            }
+        }
     }
 
     #[test]

@@ -253,7 +253,9 @@ impl<'a> Labels<'a> {
         let mut count = 0;
         let mut p = 0usize;
         while let Some(&len) = name.get(p) {
-            if len == 0 || count == starts.len() || p + 1 + usize::from(len) > name.len() {
+            // Offsets are kept as u8: a wire name is at most 255 bytes.
+            if len == 0 || count == starts.len() || p > 255 || p + 1 + usize::from(len) > name.len()
+            {
                 break;
             }
             starts[count] = p as u8;
