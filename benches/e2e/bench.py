@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""The e2e benchmark proper; run.sh installs, builds and prepares, then runs this.
+
+usage: bench.py --work DIR --sinkhole BIN --floor BIN
+
+Starts NSD (the shared upstream) on the client core, then, round by round
+(round 1 in SERVERS order, round 2 reversed, ...), each server under test on
+the server core: load time, RSS, a dig sanity check, then dnsperf's blocked,
+cached and mixed workloads at full rate and the mixed one at a fixed 20k qps
+for latency. A last pass loads the 1M-name list (load time, RSS, blocked
+QPS). Prints the markdown table of medians and writes it, with the raw
+per-round figures, into the work dir.
+
+Tunables (environment): E2E_ROUNDS (2), E2E_SECONDS (4, each full-rate run),
+E2E_LAT_SECONDS (4), E2E_LAT_QPS (20000), E2E_CLIENTS (8), E2E_OUTSTANDING
+(100), E2E_SERVERS (comma list, default all), E2E_SKIP_1M (unset).
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE = os.environ.get("E2E_SERVER_CORE", "0")
+CLIENT_CORE = os.environ.get("E2E_CLIENT_CORE", "1")
+ROUNDS = int(os.environ.get("E2E_ROUNDS", "2"))  # always run
+MAX_ROUNDS = max(ROUNDS, int(os.environ.get("E2E_MAX_ROUNDS", "3")))  # run while the budget allows
+SECONDS = int(os.environ.get("E2E_SECONDS", "4"))
+LAT_SECONDS = int(os.environ.get("E2E_LAT_SECONDS", "4"))
+LAT_QPS = int(os.environ.get("E2E_LAT_QPS", "20000"))
+CLIENTS = os.environ.get("E2E_CLIENTS", "8")
+OUTSTANDING = os.environ.get("E2E_OUTSTANDING", "100")
+LOAD_TIMEOUT = float(os.environ.get("E2E_LOAD_TIMEOUT", "90"))
+ALL_SERVERS = ["floor", "sinkhole", "unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
+PEERS = ["unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
+WORKLOADS = ["blocked", "cached", "mixed"]
+UPSTREAM_ADDR = "192.0.2.1"
+
+T0 = time.monotonic()
+LIVE = {}  # pid -> Popen, every process this script started and has not reaped
+PIDFILE = None
+
+
+def log(msg):
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+def spawn(argv, logpath, core):
+    f = open(logpath, "ab")
+    p = subprocess.Popen(["taskset", "-c", core] + argv, stdin=subprocess.DEVNULL,
+                         stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    f.close()
+    LIVE[p.pid] = p
+    if PIDFILE:
+        with open(PIDFILE, "a") as pf:
+            pf.write(f"{p.pid}\n")
+    return p
+
+
+def stop(p, grace=10.0):
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+    LIVE.pop(p.pid, None)
+
+
+def stop_all():
+    for p in list(LIVE.values()):
+        try:
+            stop(p, grace=3.0)
+        except Exception as e:  # keep going: every process must get its signal
+            log(f"cleanup: {p.pid}: {e}")
+
+
+def on_signal(sig, _frame):
+    raise SystemExit(f"interrupted by signal {sig}")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise Failed("no VmRSS")
+
+
+def free_port():
+    while True:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(line.strip() for line in f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- DNS client
+
+def dns_query(port, name, timeout=0.25):
+    """(rcode, [IPv4 answers]) from 127.0.0.1:port, or None on no answer."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, ("127.0.0.1", port))
+        while True:
+            r = s.recv(4096)
+            if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
+                break
+    except OSError:
+        return None
+    finally:
+        s.close()
+    flags, qd, an = struct.unpack(">HHH", r[2:8])
+    pos = 12
+
+    def skip_name(pos):
+        while True:
+            n = r[pos]
+            if n >= 0xC0:
+                return pos + 2
+            if n == 0:
+                return pos + 1
+            pos += n + 1
+
+    for _ in range(qd):
+        pos = skip_name(pos) + 4
+    addrs = []
+    for _ in range(an):
+        pos = skip_name(pos)
+        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", r[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntoa(r[pos:pos + 4]))
+        pos += rdlen
+    return flags & 0xF, addrs
+
+
+def dig(port, name):
+    out = subprocess.run(
+        ["taskset", "-c", CLIENT_CORE, "dig", "@127.0.0.1", "-p", str(port), "+time=2",
+         "+tries=1", "+noall", "+comments", "+answer", name, "A"],
+        capture_output=True, text=True, timeout=10).stdout
+    m = re.search(r"status: (\w+)", out)
+    status = m.group(1) if m else "no answer"
+    addrs = re.findall(r"\sIN\s+A\s+(\S+)", out)
+    return status, addrs
+
+
+# ---------------------------------------------------------------- dnsperf
+
+def dnsperf(port, qfile, seconds=None, runs=None, qps=None, verbose_to=None):
+    argv = ["taskset", "-c", CLIENT_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+            "-d", qfile, "-c", CLIENTS, "-q", OUTSTANDING, "-t", "2"]
+    if seconds:
+        argv += ["-l", str(seconds)]
+    if runs:
+        argv += ["-n", str(runs)]
+    if qps:
+        argv += ["-Q", str(qps)]
+    if verbose_to:
+        argv += ["-v"]
+    limit = (seconds or 60) + 30
+    if verbose_to:
+        with open(verbose_to, "w") as f:
+            rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=limit).returncode
+        with open(verbose_to, errors="replace") as f:
+            out = f.read()
+    else:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        rc, out = cp.returncode, cp.stdout + cp.stderr
+    res = {}
+    for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)")]:
+        m = re.search(pat, out)
+        if not m:
+            raise Failed(f"dnsperf (rc {rc}) printed no '{key}': {out[-300:]!r}")
+        res[key] = float(m.group(1))
+    if verbose_to:
+        lat = sorted(float(x) for x in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", out, re.M))
+        res["latencies"] = lat
+    return res
+
+
+def measured(p, port, qfile, **kw):
+    before = cpu_ticks(p.pid)
+    res = dnsperf(port, qfile, **kw)
+    after = cpu_ticks(p.pid)
+    if p.poll() is not None:
+        raise Failed(f"exited during the run (code {p.returncode})")
+    if res["completed"] <= 0:
+        raise Failed(f"no query answered on {os.path.basename(qfile)}")
+    res["cpu_us"] = (after - before) / CLK_TCK * 1e6 / res["completed"]
+    return res
+
+
+# ---------------------------------------------------------------- configs
+
+def render(template, dest, **kv):
+    with open(os.path.join(HERE, "conf", template)) as f:
+        text = f.read()
+    for k, v in kv.items():
+        text = text.replace(f"@@{k}@@", str(v))
+    left = re.findall(r"@@[A-Z_]+@@", text)
+    if left:
+        raise Failed(f"{template}: unfilled {left}")
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
+def write_list_derived(name, list_path, dest):
+    """The list in a peer's own syntax, once per (server, list)."""
+    if os.path.exists(dest) and os.path.getmtime(dest) >= os.path.getmtime(list_path):
+        return
+    tmp = dest + ".tmp"
+    with open(list_path) as src, open(tmp, "w") as out:
+        if name == "unbound":
+            for n in src:
+                out.write(f'    local-zone: "{n.strip()}." always_nxdomain\n')
+        elif name == "pdns-recursor":
+            out.write("$ORIGIN rpz.bench.\n$TTL 60\n"
+                      "@ SOA localhost. hostmaster.localhost. 1 3600 600 86400 60\n"
+                      "@ NS localhost.\n")
+            for n in src:
+                n = n.strip()
+                out.write(f"{n} CNAME .\n*.{n} CNAME .\n")
+        elif name == "dnsmasq":
+            for n in src:
+                out.write(f"address=/{n.strip()}/\n")
+    os.replace(tmp, dest)
+
+
+DERIVED = {"unbound": "unbound.zones.conf", "pdns-recursor": "rpz.zone", "dnsmasq": "dnsmasq.addresses.conf"}
+
+
+def paths(work, name, variant):
+    """(list file, server dir) for a server and a list variant."""
+    d = os.path.join(work, "srv", f"{name}-{variant}")
+    os.makedirs(d, exist_ok=True)
+    return os.path.join(work, "union.txt" if variant == "577k" else "union1m.txt"), d
+
+
+def prepare(work):
+    """Every peer's list file for both lists, ahead of the measurements."""
+    for variant in ("577k", "1m"):
+        for name, fname in DERIVED.items():
+            lst, d = paths(work, name, variant)
+            write_list_derived(name, lst, os.path.join(d, fname))
+    log(f"list files written for {', '.join(DERIVED)}")
+
+
+class Server:
+    """How to configure, start and probe one server for one list."""
+
+    def __init__(self, name, ctx, variant):
+        self.name, self.ctx, self.variant = name, ctx, variant
+        self.list, self.dir = paths(ctx.work, name, variant)
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.log = os.path.join(self.dir, "server.log")
+        self.argv = self._configure()
+
+    def _configure(self):
+        c, d = self.ctx, self.dir
+        kv = dict(PORT=self.port, NSD_PORT=c.nsd_port, DIR=d, LIST=self.list, ADMIN_PORT=self.admin_port)
+        if self.name == "floor":
+            return [c.floor, str(self.port)]
+        if self.name == "sinkhole":
+            return [c.sinkhole, "serve", "-c", render("sinkhole.yaml", f"{d}/sinkhole.yaml", **kv)]
+        if self.name == "unbound":
+            write_list_derived("unbound", self.list, f"{d}/{DERIVED['unbound']}")
+            return ["unbound", "-d", "-c", render("unbound.conf", f"{d}/unbound.conf", **kv)]
+        if self.name == "pdns-recursor":
+            write_list_derived("pdns-recursor", self.list, f"{d}/{DERIVED['pdns-recursor']}")
+            render("recursor.conf", f"{d}/recursor.conf", **kv)
+            render("rpz.lua", f"{d}/rpz.lua", **kv)
+            return ["pdns_recursor", f"--config-dir={d}"]
+        if self.name == "dnsdist":
+            return ["dnsdist", "--supervised", "--disable-syslog", "-C",
+                    render("dnsdist.lua", f"{d}/dnsdist.lua", **kv)]
+        if self.name == "dnsmasq":
+            write_list_derived("dnsmasq", self.list, f"{d}/{DERIVED['dnsmasq']}")
+            return ["dnsmasq", "-k", "-C", render("dnsmasq.conf", f"{d}/dnsmasq.conf", **kv)]
+        raise Failed(f"unknown server {self.name}")
+
+    def ready(self):
+        if self.name == "floor":
+            return dns_query(self.port, "ready.invalid") is not None
+        if self.name == "sinkhole":
+            try:
+                h = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=0.25)
+                h.request("GET", "/readyz")
+                ok = h.getresponse().status == 200
+                h.close()
+                return ok
+            except OSError:
+                return False
+        # a peer has loaded the whole list when the list's last name is blocked
+        r = dns_query(self.port, self.ctx.probes["ready1m" if self.variant == "1m" else "ready"])
+        return r is not None and r[0] == 3
+
+    def start(self):
+        """Spawn on the server core; returns (Popen, load seconds)."""
+        t0 = time.monotonic()
+        p = spawn(self.argv, self.log, SERVER_CORE)
+        deadline = t0 + LOAD_TIMEOUT
+        while True:
+            if p.poll() is not None:
+                LIVE.pop(p.pid, None)
+                raise Failed(f"exited with code {p.returncode} while loading: {tail(self.log)}")
+            if self.ready():
+                return p, time.monotonic() - t0
+            if time.monotonic() > deadline:
+                stop(p)
+                raise Failed(f"not ready after {LOAD_TIMEOUT:.0f}s: {tail(self.log)}")
+            time.sleep(0.02)
+
+    def sanity(self):
+        """dig: blocked names (and a subdomain) NXDOMAIN, popular names 192.0.2.1."""
+        pr = self.ctx.probes
+        if self.name == "floor":
+            status, _ = dig(self.port, pr["popular"])
+            if status != "NOERROR":
+                raise Failed(f"floor answered {status}")
+            return
+        checks = [(pr["blocked"], "NXDOMAIN"), (pr["blocked_sub"], "NXDOMAIN"),
+                  (pr["popular"], UPSTREAM_ADDR), (pr["popular2"], UPSTREAM_ADDR)]
+        if self.variant == "1m":
+            checks.append((self.ctx.probes["synthetic"], "NXDOMAIN"))
+        for name, want in checks:
+            status, addrs = dig(self.port, name)
+            got = status if want == "NXDOMAIN" else (addrs[0] if status == "NOERROR" and addrs else status)
+            if got != want:
+                raise Failed(f"sanity: {name} gave {status} {addrs}, expected {want}")
+
+
+# ---------------------------------------------------------------- runs
+
+def run_round(ctx, name):
+    """One server, one round, the ~577k list: every workload."""
+    srv = Server(name, ctx, "577k")
+    log(f"{name}: starting on core {SERVER_CORE} (port {srv.port})")
+    p, load_s = srv.start()
+    try:
+        r = {"load_s": load_s, "rss_mib": rss_mib(p.pid)}
+        srv.sanity()
+        log(f"{name}: ready in {load_s:.2f}s, RSS {r['rss_mib']:.0f} MiB, sanity ok")
+        w = ctx.work
+        r["blocked"] = measured(p, srv.port, f"{w}/q_blocked.txt", seconds=SECONDS)
+        dnsperf(srv.port, f"{w}/q_cached.txt", runs=1)  # warm: every popular name once
+        r["cached"] = measured(p, srv.port, f"{w}/q_cached.txt", seconds=SECONDS)
+        # mixed: its popular 80% was warmed by the cached pass in this process
+        r["mixed"] = measured(p, srv.port, f"{w}/q_mixed.txt", seconds=SECONDS)
+        lat = measured(p, srv.port, f"{w}/q_mixed.txt", seconds=LAT_SECONDS, qps=LAT_QPS,
+                       verbose_to=f"{srv.dir}/latency.txt")
+        lats = lat.pop("latencies")
+        if not lats:
+            raise Failed("latency run: no per-query latencies parsed")
+        lat["p50_us"] = lats[len(lats) // 2] * 1e6
+        lat["p99_us"] = lats[min(len(lats) - 1, int(len(lats) * 0.99))] * 1e6
+        r["latency"] = lat
+        for wl in WORKLOADS:
+            log(f"{name}: {wl}: {r[wl]['qps']:.0f} qps, {r[wl]['cpu_us']:.1f} us/q, lost {r[wl]['lost']:.0f}")
+        log(f"{name}: at {LAT_QPS} qps: p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, "
+            f"lost {lat['lost']:.0f}")
+        return r
+    finally:
+        stop(p)
+
+
+def run_1m(ctx, name):
+    """The 1M-name list: load time, RSS, sanity, blocked workload."""
+    srv = Server(name, ctx, "1m")
+    log(f"{name} (1M): starting")
+    p, load_s = srv.start()
+    try:
+        r = {"load_s": load_s, "rss_mib": rss_mib(p.pid)}
+        srv.sanity()
+        r["blocked"] = measured(p, srv.port, f"{ctx.work}/q_blocked1m.txt", seconds=SECONDS)
+        log(f"{name} (1M): ready in {load_s:.2f}s, RSS {r['rss_mib']:.0f} MiB, "
+            f"blocked {r['blocked']['qps']:.0f} qps, {r['blocked']['cpu_us']:.1f} us/q")
+        return r
+    finally:
+        stop(p)
+
+
+def est_1m(results, servers):
+    """Seconds the 1M pass should take: load about twice the ~577k load, one run."""
+    total = 0.0
+    for s in servers:
+        if s == "floor":
+            continue
+        loads = [r["load_s"] for r in results[s] if "load_s" in r] or [10.0]
+        total += 2 * max(loads) + SECONDS + 4
+    return total
+
+
+def start_nsd(ctx):
+    d = os.path.join(ctx.work, "srv", "nsd")
+    os.makedirs(d, exist_ok=True)
+    ctx.nsd_port = free_port()
+    render("root.zone", f"{d}/root.zone")
+    conf = render("nsd.conf", f"{d}/nsd.conf", NSD_PORT=ctx.nsd_port, DIR=d)
+    p = spawn(["nsd", "-d", "-c", conf], f"{d}/stdout.log", CLIENT_CORE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise Failed(f"NSD exited with code {p.returncode}: {tail(d + '/stdout.log')} {tail(d + '/nsd.log')}")
+        r = dns_query(ctx.nsd_port, ctx.probes["popular"])
+        if r and r[1] == [UPSTREAM_ADDR]:
+            log(f"nsd: serving the wildcard root on 127.0.0.1:{ctx.nsd_port} (core {CLIENT_CORE})")
+            return p
+        time.sleep(0.05)
+    raise Failed("NSD did not answer within 30s")
+
+
+# ---------------------------------------------------------------- table
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_qps(v):
+    return "–" if v is None else f"{v / 1000:.1f}k"
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def summarise(results, servers):
+    """Median per (server, column) over the rounds that succeeded."""
+    cols = {}
+    for s in servers:
+        ok = [r for r in results[s] if "error" not in r]
+        row = {"rounds": len(ok), "errors": [r["error"] for r in results[s] if "error" in r]}
+        row["load_s"] = med([r["load_s"] for r in ok])
+        row["rss_mib"] = med([r["rss_mib"] for r in ok])
+        for wl in WORKLOADS:
+            row[f"qps_{wl}"] = med([r[wl]["qps"] for r in ok])
+            row[f"cpu_{wl}"] = med([r[wl]["cpu_us"] for r in ok])
+            row[f"lost_{wl}"] = med([r[wl]["lost"] for r in ok])
+        row["p50"] = med([r["latency"]["p50_us"] for r in ok])
+        row["p99"] = med([r["latency"]["p99_us"] for r in ok])
+        row["lost"] = med([r["latency"]["lost"] for r in ok])
+        row["lost_max"] = med([sum(r[wl]["lost"] for wl in WORKLOADS) for r in ok])
+        cols[s] = row
+    return cols
+
+
+COLUMNS = [  # key, header, formatter, higher is better
+    ("load_s", "load s", lambda v: fmt(v, 2), False),
+    ("rss_mib", "RSS MiB", lambda v: fmt(v, 0), False),
+    ("qps_blocked", "QPS blocked", fmt_qps, True),
+    ("qps_cached", "QPS cached", fmt_qps, True),
+    ("qps_mixed", "QPS mixed", fmt_qps, True),
+    ("cpu_blocked", "µs/q blocked", fmt, False),
+    ("cpu_cached", "µs/q cached", fmt, False),
+    ("cpu_mixed", "µs/q mixed", fmt, False),
+    ("p50", "p50 µs @20k", lambda v: fmt(v, 0), False),
+    ("p99", "p99 µs @20k", lambda v: fmt(v, 0), False),
+    ("lost", "lost @20k", lambda v: fmt(v, 0), False),
+    ("lost_max", "lost full-rate", lambda v: fmt(v, 0), False),
+]
+
+
+def table(cols, servers, floor_ok):
+    lines = ["| server | " + " | ".join(h for _, h, _, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    floor = cols.get("floor") if floor_ok else None
+    for s in servers:
+        row = cols[s]
+        if row["rounds"] == 0:
+            reason = row["errors"][0] if row["errors"] else "not run"
+            lines.append(f"| {s} | FAILED: {reason[:160].replace('|', '/')} |" + " |" * (len(COLUMNS) - 1))
+            continue
+        cells = []
+        for key, _, f, _ in COLUMNS:
+            v = row[key]
+            cell = f(v)
+            if key in ("load_s", "rss_mib") and s == "floor":
+                cell = "–"
+            if key.startswith("qps_") and s != "floor" and floor and v is not None \
+                    and floor[key] and v >= 0.95 * floor[key]:
+                cell += " †"
+            cells.append(cell)
+        name = s if not row["errors"] else f"{s} ({row['rounds']} of {row['rounds'] + len(row['errors'])} rounds)"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    # sinkhole / best peer
+    sk = cols.get("sinkhole")
+    if sk and sk["rounds"]:
+        cells = []
+        for key, _, _, higher in COLUMNS:
+            peers = [(cols[p][key], p) for p in PEERS if p in cols and cols[p]["rounds"] and cols[p][key] is not None]
+            if sk[key] is None or not peers:
+                cells.append("–")
+                continue
+            best, who = (max if higher else min)(peers)
+            if best == 0:
+                cells.append(f"{fmt(sk[key], 0)} vs 0 ({who})")
+                continue
+            cells.append(f"{sk[key] / best:.2f}× ({who})")
+        lines.append("| **sinkhole ÷ best peer** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_1m(res1m, servers):
+    lines = ["| server | load s | RSS MiB | QPS blocked | µs/q blocked |", "|---|---|---|---|---|"]
+    for s in servers:
+        r = res1m.get(s)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {s} | FAILED: {r['error'][:160].replace('|', '/')} | | | |")
+            continue
+        lines.append(f"| {s} | {r['load_s']:.2f} | {r['rss_mib']:.0f} | {fmt_qps(r['blocked']['qps'])} | "
+                     f"{r['blocked']['cpu_us']:.1f} |")
+    sk = res1m.get("sinkhole")
+    if sk and "error" not in sk:
+        cells = []
+        for key, higher in [("load_s", False), ("rss_mib", False), ("qps", True), ("cpu_us", False)]:
+            get = (lambda r: r["blocked"][key]) if key in ("qps", "cpu_us") else (lambda r: r[key])
+            peers = [(get(res1m[p]), p) for p in PEERS if p in res1m and "error" not in res1m[p]]
+            if not peers:
+                cells.append("–")
+                continue
+            best, who = (max if higher else min)(peers)
+            cells.append(f"{get(sk) / best:.2f}× ({who})" if best else "–")
+        lines.append("| **sinkhole ÷ best peer** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def versions(ctx):
+    v = {}
+    for pkg in ["dnsperf", "nsd", "unbound", "pdns-recursor", "dnsdist", "dnsmasq-base"]:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True)
+        v[pkg] = out.stdout.strip() or "?"
+    v["sinkhole"] = ctx.rev
+    return v
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+# ---------------------------------------------------------------- main
+
+class Ctx:
+    pass
+
+
+def main():
+    global PIDFILE
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--sinkhole")
+    ap.add_argument("--floor")
+    ap.add_argument("--rev", default="?")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="epoch seconds; rounds past E2E_ROUNDS run only while they fit before it")
+    ap.add_argument("--prepare", action="store_true", help="write the peers' list files and exit")
+    a = ap.parse_args()
+    if a.prepare:
+        prepare(a.work)
+        return 0
+    if not (a.sinkhole and a.floor):
+        ap.error("--sinkhole and --floor are required")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    ctx = Ctx()
+    ctx.work, ctx.sinkhole, ctx.floor, ctx.rev = a.work, a.sinkhole, a.floor, a.rev
+    with open(f"{a.work}/probes.json") as f:
+        ctx.probes = json.load(f)
+    PIDFILE = os.environ.get("E2E_PIDFILE")
+    servers = [s for s in os.environ.get("E2E_SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = {s: [] for s in servers}
+    res1m = {}
+    try:
+        start_nsd(ctx)
+        rnd, round_s = 0, []
+        while rnd < MAX_ROUNDS:
+            if rnd >= ROUNDS:  # an extra round only if it and the 1M pass fit in the budget
+                need = max(round_s) + (0 if os.environ.get("E2E_SKIP_1M") else est_1m(results, servers)) + 15
+                left = a.deadline - time.time()
+                if not a.deadline or need > left:
+                    log(f"no round {rnd + 1}: it needs ~{need:.0f}s, {left:.0f}s left in the budget")
+                    break
+            order = servers if rnd % 2 == 0 else list(reversed(servers))
+            log(f"round {rnd + 1}: {' '.join(order)}")
+            t = time.monotonic()
+            for s in order:
+                try:
+                    results[s].append(run_round(ctx, s))
+                except (Failed, subprocess.TimeoutExpired, OSError) as e:
+                    log(f"{s}: FAILED: {e}")
+                    results[s].append({"error": str(e)})
+            round_s.append(time.monotonic() - t)
+            rnd += 1
+        rounds_done = rnd
+        if not os.environ.get("E2E_SKIP_1M"):
+            log("1M-name pass: load time, RSS, blocked workload; one round")
+            for s in [s for s in servers if s != "floor"]:
+                try:
+                    res1m[s] = run_1m(ctx, s)
+                except (Failed, subprocess.TimeoutExpired, OSError) as e:
+                    log(f"{s} (1M): FAILED: {e}")
+                    res1m[s] = {"error": str(e)}
+    finally:
+        stop_all()
+
+    cols = summarise(results, servers)
+    floor_ok = "floor" in cols and cols["floor"]["rounds"] > 0
+    counts = ctx.probes["counts"]
+    v = versions(ctx)
+    out = []
+    out.append(f"## sinkhole e2e benchmark, {started:%Y-%m-%d %H:%M} UTC\n")
+    out.append(f"Machine: {machine()}. Server under test on core {SERVER_CORE}, dnsperf and NSD on core "
+               f"{CLIENT_CORE}; one worker each. {rounds_done} rounds (odd rounds in the order "
+               f"{', '.join(servers)}; even rounds reversed), medians shown. Full-rate runs {SECONDS}s, "
+               f"dnsperf -c {CLIENTS} -q {OUTSTANDING}; latency at a fixed {LAT_QPS} qps for {LAT_SECONDS}s "
+               f"on the mixed workload.\n")
+    out.append(f"Blocklist: {counts['union']} names (union of the shared lists). Popular names not blocked: "
+               f"{counts['popular']}. Upstream: NSD, wildcard private root (`* A {UPSTREAM_ADDR}`).\n")
+    out.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
+    out.append(table(cols, servers, floor_ok))
+    out.append("\nµs/q: the server's user+system CPU (from /proc/PID/stat) over the run, divided by queries "
+               "answered. † within 5% of the floor's QPS for that workload: client-bound, not a "
+               "measure of the server. Ratios: sinkhole's figure over the best peer's (in brackets); for "
+               "QPS above 1 is better, for every other column below 1 is better. The floor reflects each "
+               "query (recvmmsg/sendmmsg): its QPS is the client's ceiling, its µs/q the kernel's cost.")
+    for s in servers:
+        for e in cols[s]["errors"]:
+            out.append(f"\n- {s} failed a round: {e}")
+    if res1m:
+        out.append(f"\n### 1,000,000-name list ({counts['union1m']} names: the union padded with synthetic "
+                   f"names), one round, blocked workload only\n")
+        out.append(table_1m(res1m, [s for s in servers if s != "floor"]))
+    text = "\n".join(out) + "\n"
+    print(text)
+    with open(f"{a.work}/results.md", "w") as f:
+        f.write(text)
+    with open(f"{a.work}/results.json", "w") as f:
+        json.dump({"rounds": results, "medians": cols, "1m": res1m, "versions": v,
+                   "started": started.isoformat()}, f, indent=1)
+    log(f"wrote {a.work}/results.md and results.json")
+    ok = [s for s in servers if cols[s]["rounds"] > 0]
+    return 0 if "sinkhole" in ok or "sinkhole" not in servers else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()
