@@ -309,7 +309,10 @@ class Server:
         self.list, self.dir = paths(ctx.work, name, variant)
         self.port = free_port()
         self.admin_port = free_port()
-        self.log = os.path.join(self.dir, "server.log")
+        n = 1
+        while os.path.exists(os.path.join(self.dir, f"server-{n}.log")):
+            n += 1
+        self.log = os.path.join(self.dir, f"server-{n}.log")  # one per start
         self.argv = self._configure()
 
     def _configure(self):
@@ -436,6 +439,26 @@ def run_1m(ctx, name):
         stop(p)
 
 
+def fit_seconds(left, n_servers):
+    """Length of each run so that the rounds and the 1M pass fit in what is
+    left of the budget: 3 rounds if runs of 3s or more fit, else 2 rounds of
+    2-5s. Reckons ~10s a server and round for start, warm-up and stop on top
+    of its 4 runs, and ~6s a server for the 1M pass on top of its one run.
+    Only 2 rounds are certain: a 3rd runs if the measured ones say it fits."""
+    global SECONDS, LAT_SECONDS
+    for rounds in (3, 2):
+        per_s = rounds * 4 * n_servers + (n_servers - 1)
+        fixed = rounds * 10 * n_servers + 6 * (n_servers - 1) + 20
+        s = int(min(5, (left - fixed) // per_s))
+        if rounds == 2 or s >= 3:
+            break
+    SECONDS = max(2, s)
+    if "E2E_LAT_SECONDS" not in os.environ:
+        LAT_SECONDS = SECONDS
+    log(f"{left:.0f}s left in the budget: runs of {SECONDS}s, planned for {rounds} rounds "
+        f"(E2E_SECONDS overrides)")
+
+
 def est_1m(results, servers):
     """Seconds the 1M pass should take: load about twice the ~577k load, one run."""
     total = 0.0
@@ -549,8 +572,8 @@ def table(cols, servers, floor_ok):
                 cells.append("–")
                 continue
             best, who = (max if higher else min)(peers)
-            if best == 0:
-                cells.append(f"{fmt(sk[key], 0)} vs 0 ({who})")
+            if best == 0:  # lost queries: a ratio to zero means nothing
+                cells.append("= (0)" if sk[key] == 0 else f"{fmt(sk[key], 0)} vs 0 ({who})")
                 continue
             cells.append(f"{sk[key] / best:.2f}× ({who})")
         lines.append("| **sinkhole ÷ best peer** | " + " | ".join(cells) + " |")
@@ -635,6 +658,8 @@ def main():
         ctx.probes = json.load(f)
     PIDFILE = os.environ.get("E2E_PIDFILE")
     servers = [s for s in os.environ.get("E2E_SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
+    if a.deadline and "E2E_SECONDS" not in os.environ:
+        fit_seconds(a.deadline - time.time(), len(servers))
     started = datetime.datetime.now(datetime.timezone.utc)
     results = {s: [] for s in servers}
     res1m = {}
