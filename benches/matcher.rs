@@ -613,25 +613,39 @@ fn run_probe(kind: &str) -> String {
         text.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
     };
-    match (field("growth"), field("peak")) {
-        (Some(growth), Some(peak)) => {
-            format!("growth {} (peak during build {})", mib(growth), mib(peak))
+    match (field("growth"), field("kept"), field("peak")) {
+        (Some(growth), Some(kept), Some(peak)) => format!(
+            "growth {} (kept after malloc_trim {}, peak during build {})",
+            mib(growth),
+            mib(kept),
+            mib(peak)
+        ),
+        (Some(growth), Some(kept), None) => {
+            format!(
+                "growth {} (kept after malloc_trim {})",
+                mib(growth),
+                mib(kept)
+            )
         }
-        (Some(growth), None) => format!("growth {}", mib(growth)),
         _ => format!("n/a (probe said {text:?})"),
     }
 }
 
 /// In a fresh process: load the inputs, then report how much the resident
-/// set grows when one structure is built and kept.
+/// set grows when one structure is built and kept: right after the build
+/// (`growth`), at the build's peak (`peak`), and once malloc has handed its
+/// free pages back (`kept`).
 fn rss_probe(dir: &Path, kind: &str) {
     let sources = read_sources(dir);
     let real = Dataset::real(&sources);
     let big = kind.ends_with("_1m").then(|| Dataset::padded(&real, BIG));
     let data = big.as_ref().unwrap_or(&real);
+    // Memory freed while preparing the inputs would otherwise be reused by
+    // the build without showing up as growth.
+    release_free_memory();
+    let before = rss_bytes();
     // Reset the peak counter so VmHWM afterwards is the peak of the build.
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let before = rss_bytes();
     let kept: Box<dyn std::any::Any> = match kind {
         "policy" | "policy_1m" => Box::new(data.build_policy()),
         "fxhash" | "fxhash_1m" => Box::new(data.build_fxhash()),
@@ -639,13 +653,34 @@ fn rss_probe(dir: &Path, kind: &str) {
     };
     let after = rss_bytes();
     let peak = peak_reset.then(hwm_bytes).flatten();
+    release_free_memory();
+    let settled = rss_bytes();
     black_box(&kept);
-    print!("growth={}", after.saturating_sub(before));
+    print!(
+        "growth={} kept={}",
+        after.saturating_sub(before),
+        settled.saturating_sub(before)
+    );
     if let Some(peak) = peak {
         print!(" peak={}", peak.saturating_sub(before));
     }
     println!();
 }
+
+/// Returns malloc's free pages to the kernel (glibc's `malloc_trim`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers; it only releases free memory.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Resident set size from `/proc/self/statm`.
 fn rss_bytes() -> usize {
