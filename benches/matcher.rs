@@ -66,7 +66,7 @@ fn main() {
     }
     let top = read_top_domains(dir);
 
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = Criterion::default().without_plots().configure_from_args();
 
     // The real lists.
     let parse_times: Vec<Duration> = (0..REPS)
