@@ -575,9 +575,9 @@ fn report_builds(
         "  trie [{variant}]: policy::build median {} of {REPS} ({}); heap {} ({:.1} B/rule; trie {} in {nodes} nodes, rule table {}); RSS {}",
         ms(median(&policy_times)),
         list_ms(&policy_times),
-        mib(heap),
+        mib_b(heap),
         heap as f64 / rules as f64,
-        mib(trie_heap),
+        mib_b(trie_heap),
         mib(heap - trie_heap),
         run_probe(policy_probe),
     );
@@ -588,7 +588,7 @@ fn report_builds(
         "  fxhashset [{variant}]: build median {} of {REPS} ({}); heap estimate {} ({:.1} B/name, {} names, capacity {}); RSS {}",
         ms(median(&fx_times)),
         list_ms(&fx_times),
-        mib(fx_heap),
+        mib_b(fx_heap),
         fx_heap as f64 / fx.len() as f64,
         fx.len(),
         fx.capacity(),
@@ -739,6 +739,11 @@ fn list_ms(times: &[Duration]) -> String {
         .collect::<Vec<_>>()
         .join("/")
         + " ms"
+}
+
+/// MiB with the exact byte count.
+fn mib_b(bytes: usize) -> String {
+    format!("{} = {bytes} B", mib(bytes))
 }
 
 fn mib(bytes: usize) -> String {
