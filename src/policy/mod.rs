@@ -224,7 +224,7 @@ pub fn build(categories: Vec<Category>, lists: &[ListInput]) -> Result<Policy, P
     if total > RuleRef::MAX_INDEX as usize {
         return Err(PolicyError::TooManyRules);
     }
-    let mut builder = TrieBuilder::new();
+    let mut builder = TrieBuilder::with_capacity(total);
     let mut rules = Vec::with_capacity(total);
     let mut infos = Vec::with_capacity(lists.len());
     for (i, input) in lists.iter().enumerate() {

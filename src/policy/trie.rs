@@ -1,19 +1,29 @@
-//! The matcher: a trie over reversed labels, stored as one open-addressing
-//! hash table of edges.
+//! The matcher: a hashed trie over reversed labels.
 //!
-//! A node is identified by its slot in the table; its key is (parent slot,
-//! label). Walking `www.zoom.us` probes `(ROOT, "us")`, then `(us, "zoom")`,
-//! then `(zoom, "www")`, stopping at the first label with no node. Each probe
-//! hashes one short label, not the whole remaining suffix as a hash-set walk
-//! would, and a miss usually ends after the top-level label or the one below.
+//! Every node of the trie — every suffix of every rule's name, `us`,
+//! `zoom.us`, `us04web.zoom.us` — is one slot in a single open-addressing
+//! table, addressed by a hash of its path from the root. Walking
+//! `us04web.zoom.us` hashes `us`, then folds in `zoom`, then `us04web`, and
+//! probes the table at each step, stopping at the first suffix that is not a
+//! node.
 //!
-//! Each node carries up to two rule references: `apex` applies when the query
-//! *is* the node's name, `below` when the query is strictly under it. A plain
-//! rule fills both, `*.name` only `below`, an RPZ exact name only `apex`. The
-//! deepest filled reference on the path is the most specific rule.
+//! Why hashing the path rather than storing child links: the next probe's
+//! address depends only on the query's bytes, never on what the previous
+//! probe read, so the CPU can have all of a name's probes in flight at once
+//! instead of taking one cache miss after another. No label bytes are
+//! stored either, so a slot is 12 bytes and a probe is one cache line.
 //!
-//! The trie is built once per load and never mutated; lookups take the labels
-//! as they arrive (any case) and allocate nothing.
+//! A slot is identified by 96 bits of a keyed hash (which bucket, plus two
+//! independent 32-bit fingerprints); the key is random per build, so nobody
+//! can craft a name that collides. A false match needs a 2^-64 coincidence
+//! on top of landing in the same probe run.
+//!
+//! Each node carries up to two rules: `apex` applies when the query *is* the
+//! node's name, `below` when it is strictly under it. A plain rule fills
+//! both, `*.name` only `below`, an RPZ exact name only `apex`. The deepest
+//! applicable rule on the path is the most specific one.
+
+use rustc_hash::FxHashMap;
 
 use super::rule::{Scope, Verdict};
 
@@ -23,15 +33,14 @@ use super::rule::{Scope, Verdict};
 pub struct RuleRef(u32);
 
 const ALLOW_BIT: u32 = 1 << 31;
+/// In a slot's `rule` field: the value indexes `pairs`, not a rule.
+const PAIR_BIT: u32 = 1 << 30;
+/// An interior node, or an absent side of a pair.
 const NO_RULE: u32 = u32::MAX;
-/// The parent of top-level labels.
-const ROOT: u32 = u32::MAX;
-/// Marks an empty slot (no real label offset is this large).
-const EMPTY: u32 = u32::MAX;
 
 impl RuleRef {
-    /// Largest rule index representable (31 bits).
-    pub const MAX_INDEX: u32 = ALLOW_BIT - 2;
+    /// Largest rule index representable (30 bits: two flag bits above).
+    pub const MAX_INDEX: u32 = PAIR_BIT - 1;
 
     pub fn new(index: u32, verdict: Verdict) -> Self {
         debug_assert!(index <= Self::MAX_INDEX);
@@ -53,7 +62,7 @@ impl RuleRef {
         }
     }
 
-    /// Which of two rules on the same node and scope wins: allow beats block,
+    /// Which of two rules on the same node and side wins: allow beats block,
     /// otherwise the first one loaded stays.
     fn beats(self, incumbent: RuleRef) -> bool {
         self.verdict() == Verdict::Allow && incumbent.verdict() == Verdict::Block
@@ -68,27 +77,113 @@ pub struct Match {
     pub depth: usize,
 }
 
+/// One node. `fp == 0` marks an empty slot.
 #[derive(Debug, Clone, Copy)]
-struct Node {
-    parent: u32,
-    /// Offset of the label in the arena: one length byte, then the bytes.
-    label: u32,
-    apex: u32,
-    below: u32,
+struct Slot {
+    fp: u32,
+    check: u32,
+    /// `NO_RULE`; a subtree rule (`RuleRef` bits); or `PAIR_BIT | i`.
+    rule: u32,
 }
 
-const VACANT: Node = Node {
-    parent: 0,
-    label: EMPTY,
-    apex: NO_RULE,
-    below: NO_RULE,
+const EMPTY: Slot = Slot {
+    fp: 0,
+    check: 0,
+    rule: NO_RULE,
 };
+
+/// A node's path hash: 64 bits that pick the bucket and fingerprint, and 64
+/// more from an independently keyed state, of which 32 are kept as a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PathHash {
+    h: u64,
+    c: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Keys {
+    seed_h: u64,
+    seed_c: u64,
+    k_h: u64,
+    k_c: u64,
+}
+
+impl Keys {
+    fn random() -> Self {
+        // Odd multipliers keep the mixing invertible-ish; the seeds are what
+        // make the hash unpredictable from outside.
+        Self {
+            seed_h: rand::random(),
+            seed_c: rand::random(),
+            k_h: rand::random::<u64>() | 1,
+            k_c: rand::random::<u64>() | 1,
+        }
+    }
+
+    fn root(&self) -> PathHash {
+        PathHash {
+            h: self.seed_h,
+            c: self.seed_c,
+        }
+    }
+
+    /// Folds one label (any case) into a parent's path hash.
+    #[inline]
+    fn child(&self, parent: PathHash, label: &[u8]) -> PathHash {
+        let mut h = mix(parent.h ^ label.len() as u64, self.k_h);
+        let mut c = mix(parent.c ^ label.len() as u64, self.k_c);
+        let mut chunks = label.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = lower_word(u64::from_le_bytes(word));
+            h = mix(h ^ w, self.k_h);
+            c = mix(c ^ w, self.k_c);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            let w = lower_word(u64::from_le_bytes(word));
+            h = mix(h ^ w, self.k_h);
+            c = mix(c ^ w, self.k_c);
+        }
+        PathHash { h, c }
+    }
+}
+
+/// One round of a folded 64×64→128 multiply (the wyhash/foldhash core).
+#[inline]
+fn mix(x: u64, k: u64) -> u64 {
+    let m = u128::from(x) * u128::from(k);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+impl PathHash {
+    #[inline]
+    fn fp(self) -> u32 {
+        (self.h as u32) | 1
+    }
+
+    #[inline]
+    fn check(self) -> u32 {
+        self.c as u32
+    }
+
+    /// Bucket in `0..cap` from the hash's high bits (Lemire's multiply-shift,
+    /// so the table need not be a power of two).
+    #[inline]
+    fn bucket(self, cap: usize) -> usize {
+        (((self.h >> 32) * cap as u64) >> 32) as usize
+    }
+}
 
 /// The immutable matcher.
 pub struct Trie {
-    slots: Box<[Node]>,
-    arena: Box<[u8]>,
-    nodes: usize,
+    slots: Box<[Slot]>,
+    /// (apex, below) for nodes whose two sides differ.
+    pairs: Box<[[u32; 2]]>,
+    keys: Keys,
 }
 
 impl Trie {
@@ -101,73 +196,78 @@ impl Trie {
         I: IntoIterator<Item = &'a [u8]>,
     {
         let mut labels = labels_from_top.into_iter().peekable();
-        let mut parent = ROOT;
+        let mut path = self.keys.root();
         let mut depth = 0usize;
         let mut best = None;
         while let Some(label) = labels.next() {
-            let Some(slot) = self.find(parent, label) else {
+            path = self.keys.child(path, label);
+            let Some(slot) = self.find(path) else {
                 break;
             };
             depth += 1;
-            let node = &self.slots[slot];
-            let rule = if labels.peek().is_none() {
-                node.apex
-            } else {
-                node.below
-            };
+            let (apex, below) = self.sides(slot.rule);
+            let rule = if labels.peek().is_none() { apex } else { below };
             if rule != NO_RULE {
                 best = Some(Match {
                     rule: RuleRef(rule),
                     depth,
                 });
             }
-            parent = slot as u32;
         }
         best
     }
 
     /// Number of nodes (distinct name suffixes).
     pub fn node_count(&self) -> usize {
-        self.nodes
+        self.slots.iter().filter(|s| s.fp != 0).count()
     }
 
     /// Heap bytes held by the trie.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Node>() + self.arena.len()
+        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.pairs)
     }
 
     #[inline]
-    fn find(&self, parent: u32, label: &[u8]) -> Option<usize> {
+    fn find(&self, path: PathHash) -> Option<Slot> {
         let cap = self.slots.len();
-        if cap == 0 || label.is_empty() || label.len() > 63 {
+        if cap == 0 {
             return None;
         }
-        let mut slot = bucket(hash_label(parent, label), cap);
+        let (fp, check) = (path.fp(), path.check());
+        let mut i = path.bucket(cap);
         loop {
-            let node = &self.slots[slot];
-            if node.label == EMPTY {
+            let slot = self.slots[i];
+            if slot.fp == 0 {
                 return None;
             }
-            if node.parent == parent && label_eq(&self.arena, node.label, label) {
+            if slot.fp == fp && slot.check == check {
                 return Some(slot);
             }
-            slot += 1;
-            if slot == cap {
-                slot = 0;
+            i += 1;
+            if i == cap {
+                i = 0;
             }
+        }
+    }
+
+    #[inline]
+    fn sides(&self, rule: u32) -> (u32, u32) {
+        if rule == NO_RULE {
+            (NO_RULE, NO_RULE)
+        } else if rule & PAIR_BIT != 0 {
+            let [apex, below] = self.pairs[(rule & !PAIR_BIT) as usize];
+            (apex, below)
+        } else {
+            (rule, rule)
         }
     }
 }
 
 /// Collects rules, then lays them out as a [`Trie`].
-///
-/// Node ids here are insertion indices (stable while the index grows); the
-/// final table renumbers them to slots.
 pub struct TrieBuilder {
-    nodes: Vec<Node>,
-    /// Open-addressing index over `nodes`: slot → node id + 1 (0 = empty).
-    index: Vec<u32>,
-    arena: Vec<u8>,
+    keys: Keys,
+    /// Every node's (apex, below), keyed by its full path hash.
+    nodes: FxHashMap<PathHash, [u32; 2]>,
 }
 
 impl Default for TrieBuilder {
@@ -178,172 +278,81 @@ impl Default for TrieBuilder {
 
 impl TrieBuilder {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// `rules` sizes the node map up front (each rule adds one to three
+    /// nodes), sparing rehashes on big loads.
+    pub fn with_capacity(rules: usize) -> Self {
+        let mut nodes = FxHashMap::default();
+        nodes.reserve(rules + rules / 4);
         Self {
-            nodes: Vec::new(),
-            index: vec![0; 1024],
-            arena: Vec::new(),
+            keys: Keys::random(),
+            nodes,
         }
     }
 
     /// Adds a rule for `name` (lowercase, validated, dot-separated).
     pub fn insert(&mut self, name: &str, scope: Scope, rule: RuleRef) {
-        let mut parent = ROOT;
-        for label in name.rsplit('.') {
-            parent = self.child(parent, label.as_bytes());
-        }
-        if parent == ROOT {
-            return;
-        }
-        let node = &mut self.nodes[parent as usize];
-        let (apex, below) = match scope {
-            Scope::Subtree => (true, true),
-            Scope::Below => (false, true),
-            Scope::Exact => (true, false),
-        };
-        if apex {
-            place(&mut node.apex, rule);
-        }
-        if below {
-            place(&mut node.below, rule);
-        }
-    }
-
-    fn child(&mut self, parent: u32, label: &[u8]) -> u32 {
-        let cap = self.index.len();
-        let mut slot = bucket(hash_label(parent, label), cap);
-        loop {
-            let entry = self.index[slot];
-            if entry == 0 {
-                break;
-            }
-            let node = &self.nodes[(entry - 1) as usize];
-            if node.parent == parent && label_eq(&self.arena, node.label, label) {
-                return entry - 1;
-            }
-            slot += 1;
-            if slot == cap {
-                slot = 0;
-            }
-        }
-        let id = self.nodes.len() as u32;
-        let offset = self.arena.len() as u32;
-        self.arena.push(label.len() as u8);
-        self.arena.extend(label.iter().map(u8::to_ascii_lowercase));
-        self.nodes.push(Node {
-            parent,
-            label: offset,
-            apex: NO_RULE,
-            below: NO_RULE,
-        });
-        self.index[slot] = id + 1;
-        if self.nodes.len() * 4 > cap * 3 {
-            self.grow();
-        }
-        id
-    }
-
-    fn grow(&mut self) {
-        let cap = self.index.len() * 2;
-        let mut index = vec![0u32; cap];
-        for (id, node) in self.nodes.iter().enumerate() {
-            let label = label_at(&self.arena, node.label);
-            let mut slot = bucket(hash_label(node.parent, label), cap);
-            while index[slot] != 0 {
-                slot += 1;
-                if slot == cap {
-                    slot = 0;
+        let mut path = self.keys.root();
+        let mut labels = name.rsplit('.').peekable();
+        while let Some(label) = labels.next() {
+            path = self.keys.child(path, label.as_bytes());
+            let node = self.nodes.entry(path).or_insert([NO_RULE, NO_RULE]);
+            if labels.peek().is_none() {
+                let (apex, below) = match scope {
+                    Scope::Subtree => (true, true),
+                    Scope::Below => (false, true),
+                    Scope::Exact => (true, false),
+                };
+                if apex {
+                    place(&mut node[0], rule);
+                }
+                if below {
+                    place(&mut node[1], rule);
                 }
             }
-            index[slot] = id as u32 + 1;
         }
-        self.index = index;
     }
 
     pub fn build(self) -> Trie {
         let count = self.nodes.len();
-        // ~80% load: short probe runs, and no power-of-two rounding waste.
+        // ~80% load: short probe runs, no power-of-two rounding waste.
         let cap = if count == 0 { 0 } else { count * 5 / 4 + 1 };
-        let mut slots = vec![VACANT; cap];
-        let mut slot_of = vec![0u32; count];
-        // Parents are always created before their children, so a parent's
-        // final slot is known by the time a child is placed.
-        for (id, node) in self.nodes.iter().enumerate() {
-            let parent = if node.parent == ROOT {
-                ROOT
+        let mut slots = vec![EMPTY; cap];
+        let mut pairs = Vec::new();
+        for (path, [apex, below]) in self.nodes {
+            let rule = if apex == below {
+                apex
             } else {
-                slot_of[node.parent as usize]
+                pairs.push([apex, below]);
+                PAIR_BIT | (pairs.len() - 1) as u32
             };
-            let label = label_at(&self.arena, node.label);
-            let mut slot = bucket(hash_label(parent, label), cap);
-            while slots[slot].label != EMPTY {
-                slot += 1;
-                if slot == cap {
-                    slot = 0;
+            let mut i = path.bucket(cap);
+            while slots[i].fp != 0 {
+                i += 1;
+                if i == cap {
+                    i = 0;
                 }
             }
-            slots[slot] = Node { parent, ..*node };
-            slot_of[id] = slot as u32;
+            slots[i] = Slot {
+                fp: path.fp(),
+                check: path.check(),
+                rule,
+            };
         }
         Trie {
             slots: slots.into_boxed_slice(),
-            arena: self.arena.into_boxed_slice(),
-            nodes: count,
+            pairs: pairs.into_boxed_slice(),
+            keys: self.keys,
         }
     }
 }
 
-fn place(slot: &mut u32, rule: RuleRef) {
-    if *slot == NO_RULE || rule.beats(RuleRef(*slot)) {
-        *slot = rule.0;
+fn place(side: &mut u32, rule: RuleRef) {
+    if *side == NO_RULE || rule.beats(RuleRef(*side)) {
+        *side = rule.0;
     }
-}
-
-#[inline]
-fn label_at(arena: &[u8], offset: u32) -> &[u8] {
-    let start = offset as usize;
-    let len = arena[start] as usize;
-    &arena[start + 1..start + 1 + len]
-}
-
-/// Compares a stored (lowercase) label with a query label in any case.
-#[inline]
-fn label_eq(arena: &[u8], offset: u32, label: &[u8]) -> bool {
-    let stored = label_at(arena, offset);
-    stored.len() == label.len()
-        && stored
-            .iter()
-            .zip(label)
-            .all(|(s, q)| *s == q.to_ascii_lowercase())
-}
-
-/// Maps a hash onto `0..cap` without a power-of-two table (Lemire's
-/// multiply-shift).
-#[inline]
-fn bucket(hash: u64, cap: usize) -> usize {
-    (((hash >> 32) * cap as u64) >> 32) as usize
-}
-
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// Hash of (parent, label), case-insensitive for ASCII. Reads the label eight
-/// bytes at a time and lowercases each word with bit tricks, so hashing costs
-/// a few instructions per word rather than per byte.
-#[inline]
-fn hash_label(parent: u32, label: &[u8]) -> u64 {
-    let mut h = (u64::from(parent) ^ ((label.len() as u64) << 32)).wrapping_mul(K);
-    let mut chunks = label.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h.rotate_left(23) ^ lower_word(u64::from_le_bytes(word))).wrapping_mul(K);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(23) ^ lower_word(u64::from_le_bytes(word))).wrapping_mul(K);
-    }
-    h ^ (h >> 29)
 }
 
 /// ASCII-lowercases eight bytes at once: sets bit 0x20 in every byte that is
@@ -414,6 +423,16 @@ mod tests {
     }
 
     #[test]
+    fn different_rules_on_the_two_sides_of_a_node() {
+        let t = build(&[
+            ("zoom.us", Scope::Below, Verdict::Block),
+            ("zoom.us", Scope::Exact, Verdict::Allow),
+        ]);
+        assert_eq!(hit(&t, "zoom.us"), Some((1, Verdict::Allow, 2)));
+        assert_eq!(hit(&t, "a.zoom.us"), Some((0, Verdict::Block, 2)));
+    }
+
+    #[test]
     fn most_specific_wins_both_ways_and_allow_wins_ties() {
         let t = build(&[
             ("zoom.us", Scope::Subtree, Verdict::Block),
@@ -440,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn grows_past_initial_capacity() {
+    fn many_rules() {
         let names: Vec<String> = (0..5000).map(|i| format!("n{i}.example.org")).collect();
         let mut b = TrieBuilder::new();
         for (i, n) in names.iter().enumerate() {
