@@ -580,6 +580,21 @@ def table(cols, servers, floor_ok):
     return "\n".join(lines)
 
 
+def per_round(results, servers):
+    n = max(len(results[s]) for s in servers)
+    lines = ["| server | " + " | ".join(f"round {i + 1}" for i in range(n)) + " |", "|---" * (n + 1) + "|"]
+    for s in servers:
+        cells = []
+        for r in results[s]:
+            if "error" in r:
+                cells.append("failed")
+                continue
+            cells.append("µs/q " + "/".join(f"{r[w]['cpu_us']:.1f}" for w in WORKLOADS) + ", QPS "
+                         + "/".join(fmt_qps(r[w]["qps"]) for w in WORKLOADS))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nEach cell: blocked/cached/mixed."
+
+
 def table_1m(res1m, servers):
     lines = ["| server | load s | RSS MiB | QPS blocked | µs/q blocked |", "|---|---|---|---|---|"]
     for s in servers:
@@ -719,6 +734,8 @@ def main():
     for s in servers:
         for e in cols[s]["errors"]:
             out.append(f"\n- {s} failed a round: {e}")
+    out.append("\n### Per round (to judge the noise)\n")
+    out.append(per_round(results, servers))
     if res1m:
         out.append(f"\n### 1,000,000-name list ({counts['union1m']} names: the union padded with synthetic "
                    f"names), one round, blocked workload only\n")
