@@ -37,6 +37,8 @@ const ALLOW_BIT: u32 = 1 << 31;
 const PAIR_BIT: u32 = 1 << 30;
 /// An interior node, or an absent side of a pair.
 const NO_RULE: u32 = u32::MAX;
+/// Suffixes hashed and prefetched together; deeper names are rare.
+const WINDOW: usize = 16;
 
 impl RuleRef {
     /// Largest rule index representable (30 bits: two flag bits above).
@@ -77,19 +79,23 @@ pub struct Match {
     pub depth: usize,
 }
 
-/// One node. `fp == 0` marks an empty slot.
+/// Five nodes: one cache line. `fp == 0` marks an empty slot. A probe reads
+/// one bucket and almost always ends there.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
-    fp: u32,
-    check: u32,
+#[repr(C, align(64))]
+struct Bucket {
+    fp: [u32; SLOTS],
+    check: [u32; SLOTS],
     /// `NO_RULE`; a subtree rule (`RuleRef` bits); or `PAIR_BIT | i`.
-    rule: u32,
+    rule: [u32; SLOTS],
 }
 
-const EMPTY: Slot = Slot {
-    fp: 0,
-    check: 0,
-    rule: NO_RULE,
+const SLOTS: usize = 5;
+
+const EMPTY: Bucket = Bucket {
+    fp: [0; SLOTS],
+    check: [0; SLOTS],
+    rule: [NO_RULE; SLOTS],
 };
 
 /// A node's path hash: 64 bits that pick the bucket and fingerprint, and 64
@@ -142,13 +148,28 @@ impl Keys {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            let w = lower_word(u64::from_le_bytes(word));
+            let w = lower_word(load_tail(rest));
             h = mix(h ^ w, self.k_h);
             c = mix(c ^ w, self.k_c);
         }
         PathHash { h, c }
+    }
+}
+
+/// Reads 1–7 bytes as a little-endian word without a variable-length copy
+/// (which would be a `memcpy` call per label): overlapping fixed-size reads
+/// cover every byte.
+#[inline]
+fn load_tail(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        u64::from(lo) | (u64::from(hi) << (8 * (n - 4)))
+    } else {
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << (8 * (n / 2)))
+            | (u64::from(b[n - 1]) << (8 * (n - 1)))
     }
 }
 
@@ -180,7 +201,7 @@ impl PathHash {
 
 /// The immutable matcher.
 pub struct Trie {
-    slots: Box<[Slot]>,
+    buckets: Box<[Bucket]>,
     /// (apex, below) for nodes whose two sides differ.
     pairs: Box<[[u32; 2]]>,
     keys: Keys,
@@ -190,58 +211,95 @@ impl Trie {
     /// The most specific rule for a name given as labels from the top level
     /// down (`["us", "zoom", "www"]` for `www.zoom.us`). Labels may be in any
     /// case.
+    ///
+    /// Two passes: first hash every suffix and touch its bucket, so the
+    /// cache misses of all probes are in flight together; then walk the
+    /// suffixes in order, stopping at the first that is not a node.
     #[inline]
     pub fn lookup<'a, I>(&self, labels_from_top: I) -> Option<Match>
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
+        let cap = self.buckets.len();
+        if cap == 0 {
+            return None;
+        }
         let mut labels = labels_from_top.into_iter().peekable();
+        let mut paths = [PathHash { h: 0, c: 0 }; WINDOW];
         let mut path = self.keys.root();
-        let mut depth = 0usize;
+        let mut n = 0;
+        let mut touched = 0u32;
+        while n < WINDOW {
+            let Some(label) = labels.next() else { break };
+            path = self.keys.child(path, label);
+            paths[n] = path;
+            // An independent load per suffix: nothing waits on it yet.
+            touched ^= self.buckets[path.bucket(cap)].fp[0];
+            n += 1;
+        }
+        std::hint::black_box(touched);
+        let longer = labels.peek().is_some();
+
         let mut best = None;
+        for (i, p) in paths[..n].iter().enumerate() {
+            let Some(rule) = self.find(*p) else {
+                return best;
+            };
+            let last = i + 1 == n && !longer;
+            self.consider(rule, last, i + 1, &mut best);
+        }
+        // Names deeper than the window (rare) continue one label at a time.
+        let mut depth = n;
         while let Some(label) = labels.next() {
             path = self.keys.child(path, label);
-            let Some(slot) = self.find(path) else {
-                break;
-            };
+            let Some(rule) = self.find(path) else { break };
             depth += 1;
-            let (apex, below) = self.sides(slot.rule);
-            let rule = if labels.peek().is_none() { apex } else { below };
-            if rule != NO_RULE {
-                best = Some(Match {
-                    rule: RuleRef(rule),
-                    depth,
-                });
-            }
+            self.consider(rule, labels.peek().is_none(), depth, &mut best);
         }
         best
     }
 
+    #[inline]
+    fn consider(&self, node_rule: u32, last: bool, depth: usize, best: &mut Option<Match>) {
+        let (apex, below) = self.sides(node_rule);
+        let rule = if last { apex } else { below };
+        if rule != NO_RULE {
+            *best = Some(Match {
+                rule: RuleRef(rule),
+                depth,
+            });
+        }
+    }
+
     /// Number of nodes (distinct name suffixes).
     pub fn node_count(&self) -> usize {
-        self.slots.iter().filter(|s| s.fp != 0).count()
+        self.buckets
+            .iter()
+            .map(|b| b.fp.iter().filter(|f| **f != 0).count())
+            .sum()
     }
 
     /// Heap bytes held by the trie.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.pairs)
+        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.pairs)
     }
 
+    /// The node's rule field, if `path` is a node.
     #[inline]
-    fn find(&self, path: PathHash) -> Option<Slot> {
-        let cap = self.slots.len();
-        if cap == 0 {
-            return None;
-        }
+    fn find(&self, path: PathHash) -> Option<u32> {
+        let cap = self.buckets.len();
         let (fp, check) = (path.fp(), path.check());
         let mut i = path.bucket(cap);
         loop {
-            let slot = self.slots[i];
-            if slot.fp == 0 {
-                return None;
+            let b = &self.buckets[i];
+            for s in 0..SLOTS {
+                if b.fp[s] == fp && b.check[s] == check {
+                    return Some(b.rule[s]);
+                }
             }
-            if slot.fp == fp && slot.check == check {
-                return Some(slot);
+            // A bucket with room ends the probe: nothing was pushed past it.
+            if b.fp[SLOTS - 1] == 0 {
+                return None;
             }
             i += 1;
             if i == cap {
@@ -317,9 +375,13 @@ impl TrieBuilder {
 
     pub fn build(self) -> Trie {
         let count = self.nodes.len();
-        // ~80% load: short probe runs, no power-of-two rounding waste.
-        let cap = if count == 0 { 0 } else { count * 5 / 4 + 1 };
-        let mut slots = vec![EMPTY; cap];
+        // ~85% of slots used: buckets of five rarely overflow at that load.
+        let cap = if count == 0 {
+            0
+        } else {
+            (count * 20 / 17).div_ceil(SLOTS) + 1
+        };
+        let mut buckets = vec![EMPTY; cap];
         let mut pairs = Vec::new();
         for (path, [apex, below]) in self.nodes {
             let rule = if apex == below {
@@ -328,21 +390,23 @@ impl TrieBuilder {
                 pairs.push([apex, below]);
                 PAIR_BIT | (pairs.len() - 1) as u32
             };
+            // Slots fill front to back, so the last slot being empty means
+            // the bucket has room.
             let mut i = path.bucket(cap);
-            while slots[i].fp != 0 {
+            while buckets[i].fp[SLOTS - 1] != 0 {
                 i += 1;
                 if i == cap {
                     i = 0;
                 }
             }
-            slots[i] = Slot {
-                fp: path.fp(),
-                check: path.check(),
-                rule,
-            };
+            let b = &mut buckets[i];
+            let s = b.fp.iter().position(|f| *f == 0).unwrap_or(SLOTS - 1);
+            b.fp[s] = path.fp();
+            b.check[s] = path.check();
+            b.rule[s] = rule;
         }
         Trie {
-            slots: slots.into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
             pairs: pairs.into_boxed_slice(),
             keys: self.keys,
         }
@@ -387,6 +451,26 @@ mod tests {
     fn hit(t: &Trie, name: &str) -> Option<(usize, Verdict, usize)> {
         t.lookup(labels(name))
             .map(|m| (m.rule.index(), m.rule.verdict(), m.depth))
+    }
+
+    #[test]
+    fn load_tail_reads_every_byte() {
+        for n in 1..8 {
+            let b: Vec<u8> = (1..=n as u8).collect();
+            let mut word = [0u8; 8];
+            word[..n].copy_from_slice(&b);
+            assert_eq!(load_tail(&b), u64::from_le_bytes(word), "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn names_deeper_than_the_prefetch_window() {
+        let deep: Vec<String> = (0..40).map(|i| format!("l{i}")).collect();
+        let name = deep.join(".");
+        let parent = deep[1..].join(".");
+        let t = build(&[(parent.as_str(), Scope::Below, Verdict::Block)]);
+        assert_eq!(hit(&t, &name), Some((0, Verdict::Block, 39)));
+        assert_eq!(hit(&t, &parent), None);
     }
 
     #[test]
