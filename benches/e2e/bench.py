@@ -774,7 +774,7 @@ def main():
                f"{CLIENT_CORE}; one worker each. {rounds_done} rounds (odd rounds in the order "
                f"{', '.join(servers)}; even rounds reversed), medians shown. Full-rate runs {SECONDS}s, "
                f"dnsperf -c {CLIENTS} -q {OUTSTANDING}; latency at a fixed {LAT_QPS} qps for {LAT_SECONDS}s "
-               f"on the mixed workload.\n")
+               f"on the mixed workload. Servers, NSD and dnsperf at nice {NICE}.\n")
     out.append(f"Blocklist: {counts['union']} names (union of the shared lists). Popular names not blocked: "
                f"{counts['popular']}. Upstream: NSD, wildcard private root (`* A {UPSTREAM_ADDR}`).\n")
     out.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
@@ -791,7 +791,8 @@ def main():
     out.append(per_round(results, servers))
     if res1m:
         out.append(f"\n### 1,000,000-name list ({counts['union1m']} names: the union padded with synthetic "
-                   f"names), one round, blocked workload only\n")
+                   f"names): load time, RSS and the blocked workload only, one round, to keep the whole run "
+                   f"within its time budget\n")
         out.append(table_1m(res1m, [s for s in servers if s != "floor"]))
     text = "\n".join(out) + "\n"
     print(text)
@@ -808,5 +809,8 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
+    except Failed as e:  # NSD, the shared upstream, did not start: nothing to measure
+        log(f"ERROR: {e}")
+        sys.exit(1)
     finally:
         stop_all()
