@@ -134,10 +134,30 @@ impl Keys {
     }
 
     /// Folds one label (any case) into a parent's path hash.
-    #[inline]
+    ///
+    /// A label of up to seven bytes fits one word with its length in the
+    /// spare top byte, so it costs one multiply per state; longer labels
+    /// fold their length in first. Either way the words fed in determine the
+    /// label, so distinct labels never collide before the keyed mixing.
+    #[inline(always)]
     fn child(&self, parent: PathHash, label: &[u8]) -> PathHash {
-        let mut h = mix(parent.h ^ label.len() as u64, self.k_h);
-        let mut c = mix(parent.c ^ label.len() as u64, self.k_c);
+        let len = label.len() as u64;
+        if label.len() < 8 {
+            let w = if label.is_empty() {
+                0
+            } else {
+                lower_word(load_tail(label))
+            } | (len << 56);
+            return PathHash {
+                h: mix(parent.h ^ w, self.k_h),
+                c: mix(parent.c ^ w, self.k_c),
+            };
+        }
+        // The prefix word has bit 63 set; a short label's word never does
+        // (its top byte is its length, at most 7).
+        let tag = (len << 56) | (1 << 63);
+        let mut h = mix(parent.h ^ tag, self.k_h);
+        let mut c = mix(parent.c ^ tag, self.k_c);
         let mut chunks = label.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
@@ -159,7 +179,7 @@ impl Keys {
 /// Reads 1–7 bytes as a little-endian word without a variable-length copy
 /// (which would be a `memcpy` call per label): overlapping fixed-size reads
 /// cover every byte.
-#[inline]
+#[inline(always)]
 fn load_tail(b: &[u8]) -> u64 {
     let n = b.len();
     if n >= 4 {
@@ -174,7 +194,7 @@ fn load_tail(b: &[u8]) -> u64 {
 }
 
 /// One round of a folded 64×64→128 multiply (the wyhash/foldhash core).
-#[inline]
+#[inline(always)]
 fn mix(x: u64, k: u64) -> u64 {
     let m = u128::from(x) * u128::from(k);
     (m as u64) ^ ((m >> 64) as u64)
@@ -212,9 +232,11 @@ impl Trie {
     /// down (`["us", "zoom", "www"]` for `www.zoom.us`). Labels may be in any
     /// case.
     ///
-    /// Two passes: first hash every suffix and touch its bucket, so the
-    /// cache misses of all probes are in flight together; then walk the
-    /// suffixes in order, stopping at the first that is not a node.
+    /// Every suffix's hash is computed first, touching its bucket so the
+    /// cache misses of all probes are in flight together. Then the walk goes
+    /// bottom-up: the deepest suffix that is a node with an applicable rule
+    /// is the answer, so a listed name costs one probe and a subdomain of
+    /// one two.
     #[inline]
     pub fn lookup<'a, I>(&self, labels_from_top: I) -> Option<Match>
     where
@@ -224,7 +246,7 @@ impl Trie {
         if cap == 0 {
             return None;
         }
-        let mut labels = labels_from_top.into_iter().peekable();
+        let mut labels = labels_from_top.into_iter();
         let mut paths = [PathHash { h: 0, c: 0 }; WINDOW];
         let mut path = self.keys.root();
         let mut n = 0;
@@ -238,23 +260,59 @@ impl Trie {
             n += 1;
         }
         std::hint::black_box(touched);
-        let longer = labels.peek().is_some();
+        match labels.next() {
+            None => self.deepest(&paths[..n]),
+            // Names deeper than the window are rare: walk them top-down.
+            Some(next) => self.walk_down(&paths, n, path, next, labels),
+        }
+    }
 
+    /// Bottom-up over a whole name's suffix hashes (`paths[i]` has `i + 1`
+    /// labels; the last is the name itself).
+    #[inline]
+    fn deepest(&self, paths: &[PathHash]) -> Option<Match> {
+        let n = paths.len();
+        for depth in (1..=n).rev() {
+            let Some(node_rule) = self.find(paths[depth - 1]) else {
+                continue;
+            };
+            let (apex, below) = self.sides(node_rule);
+            let rule = if depth == n { apex } else { below };
+            if rule != NO_RULE {
+                return Some(Match {
+                    rule: RuleRef(rule),
+                    depth,
+                });
+            }
+        }
+        None
+    }
+
+    #[cold]
+    fn walk_down<'a>(
+        &self,
+        paths: &[PathHash; WINDOW],
+        n: usize,
+        mut path: PathHash,
+        next: &'a [u8],
+        rest: impl Iterator<Item = &'a [u8]>,
+    ) -> Option<Match> {
         let mut best = None;
         for (i, p) in paths[..n].iter().enumerate() {
-            let Some(rule) = self.find(*p) else {
+            let Some(node_rule) = self.find(*p) else {
                 return best;
             };
-            let last = i + 1 == n && !longer;
-            self.consider(rule, last, i + 1, &mut best);
+            self.consider(node_rule, false, i + 1, &mut best);
         }
-        // Names deeper than the window (rare) continue one label at a time.
+        let mut labels = std::iter::once(next).chain(rest).peekable();
         let mut depth = n;
         while let Some(label) = labels.next() {
             path = self.keys.child(path, label);
-            let Some(rule) = self.find(path) else { break };
+            let Some(node_rule) = self.find(path) else {
+                break;
+            };
             depth += 1;
-            self.consider(rule, labels.peek().is_none(), depth, &mut best);
+            self.consider(node_rule, labels.peek().is_none(), depth, &mut best);
         }
         best
     }
@@ -421,7 +479,7 @@ fn place(side: &mut u32, rule: RuleRef) {
 
 /// ASCII-lowercases eight bytes at once: sets bit 0x20 in every byte that is
 /// in `A..=Z`, leaves all others (including non-ASCII) alone.
-#[inline]
+#[inline(always)]
 fn lower_word(w: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
