@@ -188,9 +188,26 @@ fn keeps_serving_after_a_burst_of_garbage() {
         dns::tcp_send(&mut s, &rng.bytes(n));
     }
 
-    let r = sh.udp(&Q::a("www.example.test"));
-    assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.dump());
-    assert_eq!(r.a_addrs(), vec![std::net::Ipv4Addr::new(192, 0, 2, 1)]);
+    // The burst overflows the listening sockets' receive buffers on purpose,
+    // and the kernel drops what does not fit, as it would for any UDP
+    // server. So first wait (bounded) until the server has drained and
+    // answers again: a readiness check, not a sleep.
+    let probe = Q::a("www.example.test").bytes();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sh.udp_raw(&probe, Duration::from_millis(200)).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not answer again within 20 s after the burst"
+        );
+    }
+    // Then every probe must be answered: each comes from a fresh source
+    // port, so SO_REUSEPORT spreads them over the worker sockets, and one
+    // socket whose loop died would lose about half of them.
+    for i in 0..8 {
+        let r = sh.udp(&Q::a("www.example.test"));
+        assert_eq!(r.rcode(), ResponseCode::NoError, "probe {i}: {}", r.dump());
+        assert_eq!(r.a_addrs(), vec![std::net::Ipv4Addr::new(192, 0, 2, 1)]);
+    }
     let r = sh.tcp(&Q::a("ads.test"));
     assert_eq!(r.rcode(), ResponseCode::NXDomain, "{}", r.dump());
     let r: Reply = sh.udp(&Q::a("after-garbage.test").edns(1232));
