@@ -433,20 +433,9 @@ mod tests {
 
     #[test]
     fn analyse_never_panics_on_garbage() {
-        let mut x: u32 = 99;
-        for len in 0..200 {
-            for _ in 0..50 {
-                let p: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 17;
-                        x ^= x << 5;
-                        x as u8
-                    })
-                    .collect();
-                for qlen in [0, 5, 17, 300] {
-                    let _ = analyse(&p, qlen);
-                }
+        for p in crate::dns::wire::garbage_packets(200, 50) {
+            for qlen in [0, 5, 17, 300] {
+                let _ = analyse(&p, qlen);
             }
         }
     }

@@ -50,10 +50,6 @@ impl Upstreams {
         Self { servers, timeout }
     }
 
-    pub fn servers(&self) -> &[SocketAddr] {
-        &self.servers
-    }
-
     /// Forwards `q`; returns the first acceptable reply's bytes.
     pub async fn forward(&self, q: &Query<'_>, metrics: &Metrics) -> Result<Vec<u8>, AllFailed> {
         let mut packet = Vec::with_capacity(HEADER_LEN + q.question.len() + 11);

@@ -176,14 +176,6 @@ mod tests {
             .collect()
     }
 
-    fn skipped_lines(list: &ParsedList) -> Vec<(u32, SkipReason)> {
-        list.skipped()
-            .first
-            .iter()
-            .map(|s| (s.line, s.reason.clone()))
-            .collect()
-    }
-
     #[test]
     fn block_and_allow_rules() {
         let text = "||ads.example^\n@@||good.ads.example^\n||Tracker.EXAMPLE.^\n";
@@ -251,7 +243,7 @@ mod tests {
         assert!(list.is_empty());
         assert_eq!(list.skipped().count, 6);
         assert!(
-            skipped_lines(&list)
+            list.skip_reasons()
                 .iter()
                 .all(|(_, r)| *r == SkipReason::UnsupportedAdblock)
         );
@@ -279,7 +271,7 @@ mod tests {
         assert!(list.is_empty(), "{:?}", rules(&list));
         assert_eq!(list.skipped().count, 15);
         assert!(
-            skipped_lines(&list)
+            list.skip_reasons()
                 .iter()
                 .all(|(_, r)| *r == SkipReason::UnsupportedAdblock)
         );
@@ -294,7 +286,7 @@ mod tests {
         assert!(list.is_empty());
         assert_eq!(list.skipped().count, 8);
         assert!(
-            skipped_lines(&list)
+            list.skip_reasons()
                 .iter()
                 .all(|(_, r)| *r == SkipReason::UnsupportedAdblock)
         );
@@ -318,7 +310,7 @@ mod tests {
         let list = parse("ads\nbanner.\n-ad-300x250.\n@@\n");
         assert!(list.is_empty());
         assert_eq!(
-            skipped_lines(&list),
+            list.skip_reasons(),
             [
                 (1, SkipReason::UnsupportedAdblock),
                 (2, SkipReason::UnsupportedAdblock),
@@ -333,7 +325,7 @@ mod tests {
         let list = parse("||1.2.3.4^\n||a..example^\n||^\n0.0.0.0 a.example\n");
         assert!(list.is_empty());
         assert_eq!(
-            skipped_lines(&list),
+            list.skip_reasons(),
             [
                 (1, SkipReason::BadName(NameError::IpAddress)),
                 (2, SkipReason::BadName(NameError::EmptyLabel)),

@@ -118,14 +118,6 @@ mod tests {
             .collect()
     }
 
-    fn reasons(list: &ParsedList) -> Vec<(u32, SkipReason)> {
-        list.skipped()
-            .first
-            .iter()
-            .map(|s| (s.line, s.reason.clone()))
-            .collect()
-    }
-
     #[test]
     fn sinkhole_addresses() {
         let text = "0.0.0.0 a.example\n127.0.0.1 b.example\n:: c.example\n::1 d.example\n\
@@ -153,7 +145,7 @@ mod tests {
         let list = parse("192.168.1.10 nas.home printer.home\n2001:db8::1 v6.example\n");
         assert!(list.is_empty());
         assert_eq!(
-            reasons(&list),
+            list.skip_reasons(),
             [
                 (1, SkipReason::NotSinkholeAddress),
                 (2, SkipReason::NotSinkholeAddress),
@@ -215,7 +207,7 @@ mod tests {
         let list = parse("0.0.0.0\nads.example\nads.example 0.0.0.0\n0.0.0.0 # only a comment\n");
         assert!(list.is_empty());
         assert_eq!(
-            reasons(&list),
+            list.skip_reasons(),
             [
                 (1, SkipReason::Unrecognised("an address with no name")),
                 (

@@ -207,6 +207,16 @@ impl ParsedList {
         &self.skipped
     }
 
+    /// (line, reason) of each kept skipped line, for tests.
+    #[cfg(test)]
+    pub(crate) fn skip_reasons(&self) -> Vec<(u32, SkipReason)> {
+        self.skipped
+            .first
+            .iter()
+            .map(|s| (s.line, s.reason.clone()))
+            .collect()
+    }
+
     pub fn rules(&self) -> impl ExactSizeIterator<Item = ListRule<'_>> + '_ {
         let mut start = 0usize;
         self.rules.iter().map(move |r| {

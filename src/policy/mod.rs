@@ -191,15 +191,6 @@ impl Policy {
     pub fn heap_bytes(&self) -> usize {
         self.trie.heap_bytes() + self.rules.capacity() * std::mem::size_of::<RuleInfo>()
     }
-
-    pub fn empty() -> Self {
-        Self {
-            trie: TrieBuilder::new().build(),
-            rules: Vec::new(),
-            lists: Vec::new(),
-            categories: Vec::new(),
-        }
-    }
 }
 
 /// One list's contribution to a snapshot.
