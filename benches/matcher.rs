@@ -46,6 +46,11 @@ const PROBE_ENV: &str = "SINKHOLE_MATCHER_RSS_PROBE";
 /// `/proc/self/statm` counts pages; 4 KiB on the x86_64 machines we run on.
 const PAGE: usize = 4096;
 const CATEGORY: &str = "ads";
+/// Set (to `real` or `1m`) to run each query set a fixed number of times through functions
+/// callgrind can isolate (see `count_instructions`), instead of criterion.
+const COUNT_ENV: &str = "SINKHOLE_MATCHER_COUNT";
+/// Rounds per set in count mode.
+const COUNT_ROUNDS: usize = 3;
 
 fn main() {
     let dir = Path::new(DATA_DIR);
@@ -65,6 +70,11 @@ fn main() {
         return;
     }
     let top = read_top_domains(dir);
+
+    if let Ok(variant) = std::env::var(COUNT_ENV) {
+        count_instructions(&real, &top, &variant);
+        return;
+    }
 
     let mut c = Criterion::default().without_plots().configure_from_args();
 
@@ -546,6 +556,93 @@ fn bench_group(
         })
     });
     g.finish();
+}
+
+// ---------------------------------------------------------------- instruction counts
+
+/// Count mode: for instruction counts that do not move with the machine's
+/// load. Run under callgrind, collecting only inside the `count_*` functions:
+///
+/// ```text
+/// SINKHOLE_MATCHER_COUNT=real valgrind --tool=callgrind --toggle-collect='*count_*' \
+///     target/release/deps/matcher-HASH
+/// callgrind_annotate --inclusive=yes callgrind.out.PID | grep count_
+/// ```
+///
+/// Each function runs its set `COUNT_ROUNDS` times: instructions per lookup
+/// = its inclusive count ÷ (rounds × queries, printed here).
+fn count_instructions(real: &Dataset, top: &[String], variant: &str) {
+    let big;
+    let data = if variant == "1m" {
+        big = Dataset::padded(real, BIG);
+        &big
+    } else {
+        real
+    };
+    {
+        let policy = data.build_policy();
+        let fx = data.build_fxhash();
+        let sets = data.query_sets(&policy, &fx, top);
+        for set in &sets {
+            let labels: Vec<Vec<&[u8]>> = set
+                .queries
+                .iter()
+                .map(|q| q.name.rsplit('.').map(str::as_bytes).collect())
+                .collect();
+            let (trie, fxc) = match set.name {
+                "hits" => (count_trie_hits(&policy, &labels), count_fx_hits(&fx, set)),
+                "subdomains" => (
+                    count_trie_subdomains(&policy, &labels),
+                    count_fx_subdomains(&fx, set),
+                ),
+                _ => (
+                    count_trie_misses(&policy, &labels),
+                    count_fx_misses(&fx, set),
+                ),
+            };
+            println!(
+                "count {variant} {}: {} queries x {COUNT_ROUNDS} rounds (trie {trie}, fx {fxc} hits)",
+                set.name,
+                set.queries.len()
+            );
+        }
+    }
+}
+
+macro_rules! count_fns {
+    ($($tag:literal: $trie:ident, $fx:ident;)*) => {$(
+        // The tags keep the compiler from merging the identical bodies into
+        // one symbol, which would pool the sets' counts.
+        #[inline(never)]
+        fn $trie(policy: &Policy, labels: &[Vec<&[u8]>]) -> usize {
+            let mut blocked = black_box($tag);
+            for _ in 0..COUNT_ROUNDS {
+                for l in labels {
+                    let d = policy.decide(black_box(l.as_slice()).iter().copied());
+                    blocked += usize::from(matches!(d, Decision::Block { .. }));
+                }
+            }
+            blocked - $tag
+        }
+
+        #[inline(never)]
+        fn $fx(fx: &FxHashSet<Box<str>>, set: &QuerySet) -> usize {
+            let mut buf = String::with_capacity(256);
+            let mut blocked = black_box($tag);
+            for _ in 0..COUNT_ROUNDS {
+                for q in &set.queries {
+                    blocked += usize::from(fx_lookup(fx, black_box(q), &mut buf));
+                }
+            }
+            blocked - $tag
+        }
+    )*};
+}
+
+count_fns! {
+    1: count_trie_hits, count_fx_hits;
+    2: count_trie_subdomains, count_fx_subdomains;
+    3: count_trie_misses, count_fx_misses;
 }
 
 // ---------------------------------------------------------------- builds and memory
