@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Instructions per query of the whole sinkhole server, per workload, under
+# valgrind's callgrind: exact and repeatable on a noisy machine, where the
+# CPU-time figures of run.sh move with the neighbours' load.
+#
+#   benches/e2e/profile.sh            # after run.sh has installed the packages
+#
+# It starts NSD (the same wildcard root as run.sh) and sinkhole under
+# callgrind with the same ~577k-name list, turns instrumentation on only once
+# the list is loaded, and dumps the counters after each workload:
+#   blocked  N names from q_blocked.txt (a third under a subdomain)
+#   cached   N popular names, each already answered once (warm-up not counted)
+#   mixed    N queries of q_mixed.txt after one warm-up pass over them
+# Instructions per query = the dump's total ÷ the queries dnsperf saw answered.
+# User space only: the kernel's share of a query (the socket calls) is not
+# counted, which is what run.sh's CPU µs/query adds.
+#
+# Environment: E2E_WORK (work dir; default a new /tmp/sinkhole-profile.XXXXXX),
+# E2E_DATA (default ../shared/data), PROFILE_QUERIES (default 5000).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(git -C "$HERE" rev-parse --show-toplevel)"
+DATA="$(cd "${E2E_DATA:-$ROOT/../shared/data}" && pwd)"
+WORK="${E2E_WORK:-$(mktemp -d /tmp/sinkhole-profile.XXXXXX)}"
+N="${PROFILE_QUERIES:-5000}"
+mkdir -p "$WORK"
+say() { printf '[profile.sh] %s\n' "$*" >&2; }
+
+for b in valgrind callgrind_control callgrind_annotate dnsperf nsd python3; do
+    command -v "$b" >/dev/null || { say "$b not found (run benches/e2e/run.sh once, or apt install valgrind dnsperf nsd)"; exit 1; }
+done
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+[ -f "$WORK/q_blocked.txt" ] || python3 "$HERE/prep.py" "$DATA" "$WORK" >&2
+(cd "$ROOT" && cargo build --release -q)
+BIN="$ROOT/target/release/sinkhole"
+
+# NSD on core 1, as in run.sh.
+NSD_PORT=$(free_port)
+mkdir -p "$WORK/nsd"
+sed -e "s|@@NSD_PORT@@|$NSD_PORT|g; s|@@DIR@@|$WORK/nsd|g" "$HERE/conf/nsd.conf" > "$WORK/nsd/nsd.conf"
+cp "$HERE/conf/root.zone" "$WORK/nsd/root.zone"
+taskset -c 1 nsd -d -c "$WORK/nsd/nsd.conf" > "$WORK/nsd/stdout.log" 2>&1 &
+PIDS+=($!)
+
+PORT=$(free_port)
+ADMIN=$(free_port)
+sed -e "s|@@PORT@@|$PORT|; s|@@ADMIN_PORT@@|$ADMIN|; s|@@NSD_PORT@@|$NSD_PORT|; s|@@LIST@@|$WORK/union.txt|" \
+    "$HERE/conf/sinkhole.yaml" > "$WORK/sinkhole-profile.yaml"
+
+# One core, so one worker, as in run.sh.
+taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$WORK/callgrind.out.%p" \
+    "$BIN" serve -c "$WORK/sinkhole-profile.yaml" > "$WORK/sinkhole-profile.log" 2>&1 &
+VG=$!
+PIDS+=($VG)
+say "loading the list under valgrind (takes a while)"
+for _ in $(seq 1 600); do
+    if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$ADMIN/readyz',timeout=2).status==200 else 1)" 2>/dev/null; then
+        break
+    fi
+    kill -0 "$VG" 2>/dev/null || { say "sinkhole exited: $(tail -5 "$WORK/sinkhole-profile.log")"; exit 1; }
+    sleep 1
+done
+
+head -n "$N" "$WORK/q_blocked.txt" > "$WORK/p_blocked.txt"
+head -n "$N" "$WORK/q_cached.txt" > "$WORK/p_cached.txt"
+head -n "$N" "$WORK/q_mixed.txt" > "$WORK/p_mixed.txt"
+
+# dnsperf at a rate valgrind keeps up with; prints the queries answered.
+perf() {
+    taskset -c 1 dnsperf -s 127.0.0.1 -p "$PORT" -d "$1" -n 1 -Q 1500 -t 10 2>&1 |
+        tee -a "$WORK/dnsperf.log" | awk '/Queries completed:/ {print $3}'
+}
+
+callgrind_control -i on "$VG" > /dev/null
+declare -A DONE
+perf "$WORK/p_cached.txt" > /dev/null          # warm the cache
+perf "$WORK/p_mixed.txt" > /dev/null
+callgrind_control -z "$VG" > /dev/null
+DONE[blocked]=$(perf "$WORK/p_blocked.txt")
+callgrind_control -d blocked "$VG" > /dev/null
+DONE[cached]=$(perf "$WORK/p_cached.txt")
+callgrind_control -d cached "$VG" > /dev/null
+DONE[mixed]=$(perf "$WORK/p_mixed.txt")
+callgrind_control -d mixed "$VG" > /dev/null
+
+OUT="$WORK/profile.md"
+{
+    echo "sinkhole $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%FT%TZ), ~577k-name list, $N queries per workload"
+    echo
+    echo "| workload | answered | instructions | per query |"
+    echo "|---|---|---|---|"
+    for w in blocked cached mixed; do
+        f=$(grep -l "^desc: Trigger:.*$w\$" "$WORK"/callgrind.out.$VG.* | head -1)
+        total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+        echo "| $w | ${DONE[$w]} | $total | $(( total / DONE[$w] )) |"
+    done
+    for w in blocked cached; do
+        f=$(grep -l "^desc: Trigger:.*$w\$" "$WORK"/callgrind.out.$VG.* | head -1)
+        echo
+        echo "Top functions, $w (exclusive instructions):"
+        echo '```'
+        callgrind_annotate "$f" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,18p' | cut -c1-150
+        echo '```'
+    done
+} > "$OUT"
+cat "$OUT"
