@@ -58,7 +58,7 @@ impl Explanation {
         e.rule = Some(hit.rule_text(name));
         e.list = Some(hit.list.name.clone());
         e.path = Some(hit.list.path.display().to_string());
-        e.line = Some(hit.line);
+        e.line = Some(hit.line());
         e
     }
 

@@ -184,3 +184,48 @@ fn unknown_category_is_an_error() {
         Err(PolicyError::UnknownCategory { .. })
     ));
 }
+
+#[test]
+fn hits_name_their_list_and_line_with_empty_lists_between() {
+    let list = |name: &str, rules: &[(u32, &str)]| {
+        let mut parsed = ParsedList::new(Format::Domains);
+        for (line, n) in rules {
+            assert!(parsed.push_rule(*line, n, n, Scope::Subtree, Verdict::Block));
+        }
+        ListInput {
+            name: name.into(),
+            path: PathBuf::from(name),
+            category: Some("c".into()),
+            rules: Arc::new(parsed),
+        }
+    };
+    let lists = vec![
+        list("empty-first", &[]),
+        list("a", &[(3, "a1.test"), (9, "a2.test")]),
+        list("empty-middle", &[]),
+        list("b", &[(1, "b1.test")]),
+        list("empty-last", &[]),
+    ];
+    let cat = Category {
+        name: "c".into(),
+        action: Action::Nxdomain,
+        reason: None,
+        alternatives: vec![],
+    };
+    let p = build(vec![cat], &lists).unwrap();
+    for (query, want_list, want_line) in [
+        ("a1.test", "a", 3),
+        ("x.a2.test", "a", 9),
+        ("b1.test", "b", 1),
+    ] {
+        let q = DomainName::parse(query).unwrap();
+        let Decision::Block { hit, .. } = p.decide_name(&q) else {
+            panic!("{query} not blocked")
+        };
+        assert_eq!(
+            (hit.list.name.as_str(), hit.line()),
+            (want_list, want_line),
+            "{query}"
+        );
+    }
+}
