@@ -50,6 +50,8 @@ pub struct Setup {
     categories: Vec<Category>,
     lists: Vec<ListSpec>,
     allowlists: Vec<(String, String)>,
+    /// Also listen on `[::1]`, same port.
+    pub ipv6: bool,
 }
 
 impl Default for Setup {
@@ -75,7 +77,14 @@ impl Setup {
             categories: vec![],
             lists: vec![],
             allowlists: vec![],
+            ipv6: false,
         }
+    }
+
+    /// Also listen on `[::1]` (same port as 127.0.0.1).
+    pub fn with_ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
     }
 
     pub fn upstream(mut self, addr: SocketAddr) -> Self {
@@ -163,9 +172,13 @@ impl Setup {
     /// The YAML config for these listen addresses.
     pub fn render(&self, dns: SocketAddr, admin: SocketAddr) -> String {
         let mut y = String::new();
+        let mut listen = vec![q(&dns.to_string())];
+        if self.ipv6 {
+            listen.push(q(&format!("[::1]:{}", dns.port())));
+        }
         y += &format!(
             "listen:\n  dns: [{}]\n  admin: {}\n",
-            q(&dns.to_string()),
+            listen.join(", "),
             q(&admin.to_string())
         );
         let ups = if self.upstreams.is_empty() {
