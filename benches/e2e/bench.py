@@ -14,6 +14,10 @@ per-round figures, into the work dir.
 Tunables (environment): E2E_ROUNDS (2), E2E_SECONDS (4, each full-rate run),
 E2E_LAT_SECONDS (4), E2E_LAT_QPS (20000), E2E_CLIENTS (8), E2E_OUTSTANDING
 (100), E2E_SERVERS (comma list, default all), E2E_SKIP_1M (unset).
+
+E2E_SINKHOLE_BASE=/path/to/an/older/sinkhole adds a server "sinkhole-base"
+(same config) for before/after comparisons of our own changes within one
+run; add it to E2E_SERVERS. It is not a peer: ratios ignore it.
 """
 import argparse
 import datetime
@@ -367,6 +371,11 @@ class Server:
         kv = dict(PORT=self.port, NSD_PORT=c.nsd_port, DIR=d, LIST=self.list, ADMIN_PORT=self.admin_port)
         if self.name == "floor":
             return [c.floor, str(self.port)]
+        if self.name == "sinkhole-base":
+            base = os.environ.get("E2E_SINKHOLE_BASE")
+            if not base:
+                raise Failed("sinkhole-base needs E2E_SINKHOLE_BASE")
+            return [base, "serve", "-c", render("sinkhole.yaml", f"{d}/sinkhole.yaml", **kv)]
         if self.name == "sinkhole":
             return [c.sinkhole, "serve", "-c", render("sinkhole.yaml", f"{d}/sinkhole.yaml", **kv)]
         if self.name == "unbound":
@@ -388,7 +397,7 @@ class Server:
     def ready(self):
         if self.name == "floor":
             return dns_query(self.port, "ready.invalid") is not None
-        if self.name == "sinkhole":
+        if self.name.startswith("sinkhole"):
             try:
                 h = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=0.25)
                 h.request("GET", "/readyz")
