@@ -16,7 +16,8 @@
 # counted, which is what run.sh's CPU µs/query adds.
 #
 # Environment: E2E_WORK (work dir; default a new /tmp/sinkhole-profile.XXXXXX),
-# E2E_DATA (default ../shared/data), PROFILE_QUERIES (default 5000).
+# E2E_DATA (default ../shared/data), PROFILE_QUERIES (default 5000),
+# SINKHOLE_BIN (profile this binary instead of building the checkout).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,8 +39,12 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 [ -f "$WORK/q_blocked.txt" ] || python3 "$HERE/prep.py" "$DATA" "$WORK" >&2
-(cd "$ROOT" && cargo build --release -q)
-BIN="$ROOT/target/release/sinkhole"
+if [ -n "${SINKHOLE_BIN:-}" ]; then
+    BIN="$SINKHOLE_BIN"     # another build, for before/after counts
+else
+    (cd "$ROOT" && cargo build --release -q)
+    BIN="$ROOT/target/release/sinkhole"
+fi
 
 # NSD on core 1, as in run.sh.
 NSD_PORT=$(free_port)
@@ -93,7 +98,7 @@ callgrind_control -d mixed "$VG" > /dev/null
 
 OUT="$WORK/profile.md"
 {
-    echo "sinkhole $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%FT%TZ), ~577k-name list, $N queries per workload"
+    echo "sinkhole ${SINKHOLE_BIN:-$(git -C "$ROOT" rev-parse --short HEAD)}, $(date -u +%FT%TZ), ~577k-name list, $N queries per workload"
     echo
     echo "| workload | answered | instructions | per query |"
     echo "|---|---|---|---|"

@@ -263,6 +263,8 @@ mod batch {
         outs: Vec<Vec<u8>>,
         send_iovs: Vec<libc::iovec>,
         send_hdrs: Vec<libc::mmsghdr>,
+        /// Receive headers the kernel wrote to last time.
+        used: usize,
     }
 
     // SAFETY: the raw pointers in the headers only ever point into this
@@ -281,7 +283,7 @@ mod batch {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             };
-            Self {
+            let mut b = Self {
                 bufs: vec![0u8; BATCH * MAX_UDP_QUERY],
                 addrs: (0..BATCH).map(|_| storage()).collect(),
                 iovs: vec![iov; BATCH],
@@ -291,29 +293,33 @@ mod batch {
                     .collect(),
                 send_iovs: vec![iov; BATCH],
                 send_hdrs: (0..BATCH).map(|_| zeroed()).collect(),
+                used: BATCH,
+            };
+            // The headers point into the vectors' heap buffers, which stay
+            // put however `Batch` itself moves: set them once.
+            for i in 0..BATCH {
+                b.iovs[i] = libc::iovec {
+                    iov_base: b.bufs[i * MAX_UDP_QUERY..].as_mut_ptr().cast(),
+                    iov_len: MAX_UDP_QUERY,
+                };
+                let h = &mut b.hdrs[i].msg_hdr;
+                h.msg_name = (&raw mut b.addrs[i]).cast();
+                h.msg_iov = &raw mut b.iovs[i];
+                h.msg_iovlen = 1;
             }
+            b
         }
 
         /// Receives up to `BATCH` datagrams without blocking; returns how
         /// many (an error of `WouldBlock` when there are none).
         fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-            // The pointers are set afresh each time (cheap) rather than
-            // kept, so nothing depends on where `self` lives.
-            for i in 0..BATCH {
-                self.iovs[i] = libc::iovec {
-                    iov_base: self.bufs[i * MAX_UDP_QUERY..].as_mut_ptr().cast(),
-                    iov_len: MAX_UDP_QUERY,
-                };
-                let h = &mut self.hdrs[i].msg_hdr;
-                h.msg_name = (&raw mut self.addrs[i]).cast();
-                h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = &raw mut self.iovs[i];
-                h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-                h.msg_flags = 0;
-                self.hdrs[i].msg_len = 0;
+            // The address length is in-out: restore it where the kernel
+            // wrote one. Everything else in a header is fixed or output.
+            for h in &mut self.hdrs[..self.used] {
+                h.msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             }
+            self.used = 0;
             // SAFETY: every header points at buffers of the stated sizes
             // owned by `self`, which outlives the call; the kernel writes
             // only within them.
@@ -329,6 +335,7 @@ mod batch {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
+            self.used = n as usize;
             Ok(n as usize)
         }
 
