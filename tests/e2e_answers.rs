@@ -399,3 +399,40 @@ fn hosts_and_adblock_lists_block_through_the_wire() {
     assert_blocked(&sh, &up, "cdn.adblock-blocked.test");
     assert_forwarded(&sh, &up, "unlisted.test");
 }
+
+#[test]
+fn blocked_answer_too_big_for_the_client_is_truncated_over_udp_only() {
+    // A 150-character category and list name fill the EDE text to its cap;
+    // with a ~250-byte name the answer outgrows a 512-byte client.
+    let long = "c".repeat(150);
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .category(&long, Some("nxdomain"), "reason", &[])
+        .list(&format!("l{long}"), Some(long.as_str()), "big.test\n")
+        .serve();
+    let label = "a".repeat(60);
+    let name = format!("{label}.{label}.{label}.{}.big.test", &label[..50]);
+    let q = Q::a(&name).edns(512);
+    let udp = sh.udp(&q);
+    assert!(
+        udp.tc(),
+        "TC=1 expected over UDP: {} bytes\n{}",
+        udp.raw.len(),
+        udp.dump()
+    );
+    assert!(
+        udp.raw.len() <= 512,
+        "UDP answer of {} bytes",
+        udp.raw.len()
+    );
+    assert_eq!(
+        udp.question_bytes(),
+        q.bytes()[12..12 + udp.question_bytes().len()].to_vec()
+    );
+    let tcp = sh.tcp(&q);
+    assert!(!tcp.tc(), "the whole answer over TCP: {}", tcp.dump());
+    assert!(tcp.raw.len() > 512, "TCP answer of {} bytes", tcp.raw.len());
+    assert_eq!(tcp.rcode(), ResponseCode::NXDomain);
+    assert_eq!(tcp.ede().len(), 1, "{}", tcp.dump());
+}

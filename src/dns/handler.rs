@@ -100,6 +100,11 @@ impl Resolver {
                 list: &hit.list.name,
             };
             answers::blocked(out, &q, &blocked, &self.style);
+            // A long name and a long category and list name in the EDE
+            // text can outgrow a 512-byte client.
+            if transport == Transport::Udp && out.len() > answers::udp_limit(&q) {
+                answers::truncate(out, &q);
+            }
             snapshot.blocked[usize::from(hit.list_id.0)].inc();
             return self.done(Outcome::Blocked, started);
         }
