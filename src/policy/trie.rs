@@ -357,7 +357,9 @@ impl Trie {
 
     #[inline(always)]
     fn sides(&self, rule: u32) -> (u32, u32) {
-        if rule & PAIR_BIT != 0 && rule != NO_RULE {
+        // A stored field is a rule or a pair, never `NO_RULE` (whose
+        // bits would read as a pair).
+        if rule & PAIR_BIT != 0 {
             let [apex, below] = self.pairs[(rule & !PAIR_BIT) as usize];
             (apex, below)
         } else {
@@ -556,21 +558,13 @@ fn merge(field: u32, pairs: &mut Vec<[u32; 2]>, rule: RuleRef, apex: bool, below
     if below {
         place(&mut b, rule);
     }
-    if a == b {
-        // A pair that became uniform stays a pair: harmless, and rare.
-        return match pair {
-            Some(i) => {
-                pairs[i] = [a, b];
-                field
-            }
-            None => a,
-        };
-    }
     match pair {
+        // A pair that became uniform stays a pair: harmless, and rare.
         Some(i) => {
             pairs[i] = [a, b];
             field
         }
+        None if a == b => a,
         None => {
             pairs.push([a, b]);
             PAIR_BIT | (pairs.len() - 1) as u32
