@@ -245,15 +245,14 @@ pub fn question_bytes(raw: &[u8]) -> Vec<u8> {
 pub fn udp(server: SocketAddr, query: &[u8]) -> Reply {
     match udp_raw(server, query, TIMEOUT) {
         Some(raw) => Reply::from_bytes(raw),
-        None => panic!("no UDP answer from {server} within {TIMEOUT:?}"),
+        None => panic!("no UDP answer from {server}: timed out after {TIMEOUT:?} or refused"),
     }
 }
 
-/// Sends raw bytes over UDP; returns the first datagram back, or None on timeout.
+/// Sends raw bytes over UDP; returns the first datagram back, or None on
+/// timeout or error (an ICMP port-unreachable ends the wait at once).
 pub fn udp_raw(server: SocketAddr, query: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind client socket");
-    sock.connect(server).expect("connect UDP");
-    sock.set_read_timeout(Some(timeout)).unwrap();
+    let sock = udp_socket(server, timeout);
     sock.send(query).expect("send UDP");
     recv(&sock)
 }
@@ -268,11 +267,23 @@ pub fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
 }
 
 /// A connected UDP client socket for multi-packet exchanges.
+///
+/// While nothing is bound to `server`'s port (a server still starting), the
+/// kernel may hand that very port out as the client's ephemeral port; the
+/// socket would then be connected to itself and "answer" its own query. A
+/// readiness probe once took that echo for a live server, so such a socket
+/// is never returned.
 pub fn udp_socket(server: SocketAddr, timeout: Duration) -> UdpSocket {
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind client socket");
-    sock.connect(server).expect("connect UDP");
-    sock.set_read_timeout(Some(timeout)).unwrap();
-    sock
+    for _ in 0..100 {
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind client socket");
+        if sock.local_addr().expect("local_addr") == server {
+            continue;
+        }
+        sock.connect(server).expect("connect UDP");
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        return sock;
+    }
+    panic!("could not get a client port other than {server}");
 }
 
 /// Sends `query` over TCP (length-prefixed) and returns the answer. Panics on failure.

@@ -80,9 +80,15 @@ impl Unbound {
                 if let Some(s) = child.try_wait().unwrap() {
                     break Err(format!("unbound exited early with {s}"));
                 }
+                // Ready means a response to this probe (QR set, same ID) came
+                // back, not merely some datagram.
                 let probe = Q::new("www.test.internal", RecordType::A).bytes();
-                if dns::udp_raw(addr, &probe, Duration::from_millis(200)).is_some() {
-                    break Ok(());
+                match dns::udp_raw(addr, &probe, Duration::from_millis(200)) {
+                    Some(r) if r.len() >= 12 && r[..2] == probe[..2] && r[2] & 0x80 != 0 => {
+                        break Ok(());
+                    }
+                    // Refused at once while the port is unbound: poll, don't spin.
+                    _ => std::thread::sleep(Duration::from_millis(10)),
                 }
                 if start.elapsed() > Duration::from_secs(20) {
                     break Err("unbound did not answer within 20s".to_string());
