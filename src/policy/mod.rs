@@ -6,6 +6,7 @@
 
 pub mod explain;
 pub mod name;
+mod owner;
 pub mod rule;
 pub mod trie;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use name::{DomainName, NameError};
+use owner::Owners;
 pub use rule::{Scope, Verdict};
 use trie::{RuleRef, Trie, TrieBuilder};
 
@@ -133,11 +135,8 @@ pub enum Decision<'p> {
 pub struct Policy {
     trie: Trie,
     rules: Vec<RuleInfo>,
-    /// Rules are numbered list by list: list `i` owns the indices from
-    /// `list_starts[i]` up to the next list's start. Finding a rule's list
-    /// from these few numbers (in L1) spares a blocked query a cache miss
-    /// on the rule table.
-    list_starts: Vec<u32>,
+    /// A rule's list, from its index.
+    owners: Owners,
     lists: Vec<ListInfo>,
     categories: Vec<Category>,
 }
@@ -165,8 +164,7 @@ impl Policy {
             return Decision::Forward;
         };
         let index = m.rule.index();
-        let list_id =
-            ListId((self.list_starts.partition_point(|s| *s as usize <= index) - 1) as u16);
+        let list_id = self.owners.owner(index);
         let list = &self.lists[usize::from(list_id.0)];
         let hit = RuleHit {
             list_id,
@@ -272,8 +270,8 @@ pub fn build(categories: Vec<Category>, lists: &[ListInput]) -> Result<Policy, P
     }
     Ok(Policy {
         trie: builder.build(),
+        owners: Owners::new(list_starts, rules.len()),
         rules,
-        list_starts,
         lists: infos,
         categories,
     })
