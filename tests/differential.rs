@@ -160,15 +160,7 @@ fn sinkhole(up: &FakeUpstream) -> (Sinkhole, Vec<String>) {
     let mut setup = Setup::new()
         .upstream(up.addr())
         .block_ttl(TTL)
-        .category(
-            "video",
-            Some("redirect"),
-            "Zoom is not approved for NHS use (IG policy).",
-            &["Microsoft Teams", "Attend Anywhere"],
-        )
-        .category("ads", Some("nxdomain"), "Advertising", &[])
-        .category("tracking", Some("nodata"), "Tracking", &[])
-        .category("malware", Some("refused"), "Malware", &[])
+        .category_per_action()
         .category("wild", Some("redirect"), "Wildcards", &[])
         .list("unapproved-video", Some("video"), "zoom.us\n")
         .list(

@@ -20,15 +20,7 @@ fn server() -> (Sinkhole, FakeUpstream) {
     let sh = Setup::new()
         .upstream(up.addr())
         .block_ttl(TTL)
-        .category(
-            "video",
-            Some("redirect"),
-            "Zoom is not approved for NHS use (IG policy).",
-            &["Microsoft Teams", "Attend Anywhere"],
-        )
-        .category("ads", Some("nxdomain"), "Advertising", &[])
-        .category("tracking", Some("nodata"), "Tracking", &[])
-        .category("malware", Some("refused"), "Malware", &[])
+        .category_per_action()
         .list("unapproved-video", Some("video"), "zoom.us\n")
         .list("ad-list", Some("ads"), "ads.test\n")
         .list("tracker-list", Some("tracking"), "tracker.test\n")

@@ -649,6 +649,13 @@ impl Drop for Table {
     }
 }
 
+/// The layout of `len` buckets. The rule limit keeps `len` far below an
+/// overflow; were it reached, it fails as an out-of-memory would.
+fn table_layout(len: usize) -> std::alloc::Layout {
+    std::alloc::Layout::array::<Bucket>(len)
+        .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<Bucket>()))
+}
+
 #[cfg(target_os = "linux")]
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -677,9 +684,7 @@ fn alloc_buckets(len: usize) -> std::ptr::NonNull<Bucket> {
         )
     };
     if raw == libc::MAP_FAILED {
-        let layout =
-            std::alloc::Layout::array::<Bucket>(len).unwrap_or(std::alloc::Layout::new::<Bucket>());
-        std::alloc::handle_alloc_error(layout);
+        std::alloc::handle_alloc_error(table_layout(len));
     }
     let start = raw as usize;
     let aligned = start.next_multiple_of(HUGE_PAGE);
@@ -713,7 +718,7 @@ unsafe fn free_buckets(ptr: std::ptr::NonNull<Bucket>, len: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn alloc_buckets(len: usize) -> std::ptr::NonNull<Bucket> {
-    let layout = std::alloc::Layout::array::<Bucket>(len).expect("table layout");
+    let layout = table_layout(len);
     // SAFETY: non-zero size (len > 0); all-zero bytes are an empty bucket.
     let raw = unsafe { std::alloc::alloc_zeroed(layout) };
     std::ptr::NonNull::new(raw.cast()).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
@@ -723,7 +728,7 @@ fn alloc_buckets(len: usize) -> std::ptr::NonNull<Bucket> {
 /// `ptr` must come from `alloc_buckets(len)` and not be used afterwards.
 #[cfg(not(target_os = "linux"))]
 unsafe fn free_buckets(ptr: std::ptr::NonNull<Bucket>, len: usize) {
-    let layout = std::alloc::Layout::array::<Bucket>(len).expect("table layout");
+    let layout = table_layout(len);
     // SAFETY: allocated with this layout by `alloc_buckets`.
     unsafe { std::alloc::dealloc(ptr.as_ptr().cast(), layout) }
 }

@@ -123,6 +123,20 @@ impl Setup {
         });
         self
     }
+    /// One category per block action, the answers suite's standard set:
+    /// `video` (redirect, with alternatives), `ads` (nxdomain), `tracking`
+    /// (nodata) and `malware` (refused).
+    pub fn category_per_action(self) -> Self {
+        self.category(
+            "video",
+            Some("redirect"),
+            "Zoom is not approved for NHS use (IG policy).",
+            &["Microsoft Teams", "Attend Anywhere"],
+        )
+        .category("ads", Some("nxdomain"), "Advertising", &[])
+        .category("tracking", Some("nodata"), "Tracking", &[])
+        .category("malware", Some("refused"), "Malware", &[])
+    }
     /// A blocklist in `domains` format, written to `lists/NAME.txt`.
     pub fn list(self, name: &str, category: Option<&str>, contents: &str) -> Self {
         self.list_fmt(name, category, "domains", contents)
