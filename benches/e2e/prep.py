@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Data for the e2e benchmark: the blocklist union, its 1M-name variant, the
-popular names no list blocks, and the dnsperf query files.
+popular names no list blocks, the dnsperf query files, and the zone under
+which bench.py makes up the forwarded workload's never-asked names.
 
 Everything is deterministic (fixed seeds, sorted inputs), so two runs on two
 machines query the same names in the same order.
@@ -14,7 +15,7 @@ writes into OUT_DIR:
   q_cached.txt         every popular name once, rank order
   q_mixed.txt          200k queries: 80% popular by Zipf weight, 20% blocked
   q_blocked1m.txt      as q_blocked.txt, for union1m.txt
-  probes.json          names for readiness and sanity checks
+  probes.json          names for readiness and sanity checks, the forwarded zone
 """
 import csv
 import glob
@@ -29,6 +30,10 @@ TARGET_1M = 1_000_000
 MIXED_QUERIES = 200_000
 SUB_PREFIXES = ["www", "cdn", "api", "static", "img", "m", "ads", "t"]
 SYNTH_TLDS = ["com", "net", "org", "info", "io", "xyz", "top", "online"]
+# The forwarded workload's names live under this made-up TLD (not one of the
+# special-use names, such as .invalid, that Unbound and others answer locally);
+# main() checks that no list blocks it or anything under it.
+FORWARDED_ZONE = "fwd"
 
 LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 SINK_ADDRS = {"0.0.0.0", "127.0.0.1", "::", "::1"}
@@ -153,6 +158,10 @@ def main():
     union_set = set(union)
     union1m = pad_to_1m(union)
     popular = load_popular(data_dir, union_set)
+    under = [n for n in union1m if n == FORWARDED_ZONE or n.endswith("." + FORWARDED_ZONE)]
+    if under:
+        sys.exit(f"prep: the lists block {under[0]} (and {len(under) - 1} more) under the forwarded "
+                 f"workload's zone .{FORWARDED_ZONE}: pick another FORWARDED_ZONE")
     q_blocked = blocked_queries(union, 1)
     write_lines(f"{out}/union.txt", union)
     write_lines(f"{out}/union1m.txt", union1m)
@@ -171,6 +180,7 @@ def main():
         "popular": popular[0],
         "popular2": popular[len(popular) // 2],
         "synthetic": synthetic(0),
+        "forwarded_zone": FORWARDED_ZONE,
         "counts": {"union": len(union), "union1m": len(union1m), "popular": len(popular)},
     }
     with open(f"{out}/probes.json", "w") as f:
