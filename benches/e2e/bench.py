@@ -6,14 +6,18 @@ usage: bench.py --work DIR --sinkhole BIN --floor BIN
 Starts NSD (the shared upstream) on the client core, then, round by round
 (round 1 in SERVERS order, round 2 reversed, ...), each server under test on
 the server core: load time, RSS, a dig sanity check, then dnsperf's blocked,
-cached and mixed workloads at full rate and the mixed one at a fixed 20k qps
-for latency. A last pass loads the 1M-name list (load time, RSS, blocked
-QPS). Prints the markdown table of medians and writes it, with the raw
-per-round figures, into the work dir.
+cached and mixed workloads at full rate, the mixed one at a fixed 20k qps
+for latency, and last the forwarded workload at full rate: names made up for
+that run, so that every query misses the cache and goes to NSD. A last pass
+loads the 1M-name list (load time, RSS, blocked QPS). Prints the markdown
+table of medians and writes it, with the raw per-round figures, into the
+work dir.
 
 Tunables (environment): E2E_ROUNDS (2), E2E_SECONDS (4, each full-rate run),
 E2E_LAT_SECONDS (4), E2E_LAT_QPS (20000), E2E_CLIENTS (8), E2E_OUTSTANDING
-(100), E2E_SERVERS (comma list, default all), E2E_SKIP_1M (unset).
+(100), E2E_SERVERS (comma list, default all), E2E_SKIP_1M (unset),
+E2E_FWD_MAX_QPS (300000: the forwarded file holds this many names a second
+of the run).
 
 E2E_SINKHOLE_BASE=/path/to/an/older/sinkhole adds a server "sinkhole-base"
 (same config) for before/after comparisons of our own changes within one
@@ -27,6 +31,7 @@ import os
 import platform
 import random
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -52,8 +57,16 @@ OUTSTANDING = os.environ.get("E2E_OUTSTANDING", "100")
 LOAD_TIMEOUT = float(os.environ.get("E2E_LOAD_TIMEOUT", "90"))
 ALL_SERVERS = ["floor", "sinkhole", "unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
 PEERS = ["unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
-WORKLOADS = ["blocked", "cached", "mixed"]
+WORKLOADS = ["blocked", "cached", "mixed", "forwarded"]
+# The forwarded file must outlast the run: dnsperf reads it once (-n 1), so a
+# server faster than this ends its run early (noted) instead of repeating names.
+FWD_MAX_QPS = int(os.environ.get("E2E_FWD_MAX_QPS", "300000"))
 UPSTREAM_ADDR = "192.0.2.1"
+# The floor asks NSD nothing, so its QPS is no ceiling for the forwarded
+# workload, where NSD shares the client core with dnsperf; dnsperf and NSD
+# using this much of it (in %) is the sign that they, not the server, set
+# the QPS.
+CLIENT_BUSY_PCT = 90
 
 T0 = time.monotonic()
 NSD_PGID = -1
@@ -235,7 +248,8 @@ def dnsperf(port, qfile, seconds=None, runs=None, qps=None, verbose_to=None):
         rc, out = cp.returncode, cp.stdout + cp.stderr
     res = {}
     for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)")]:
+                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
+                     ("run_s", r"Run time \(s\):\s+([\d.]+)")]:
         m = re.search(pat, out)
         if not m:
             raise Failed(f"dnsperf (rc {rc}) printed no '{key}': {out[-300:]!r}")
@@ -255,6 +269,31 @@ def steal_ticks():
                 v = line.split()
                 out[v[0][3:]] = int(v[8])
     return out
+
+
+def children_cpu_s():
+    """User+system seconds of the children this script has reaped: across a
+    dnsperf run, dnsperf's own (the servers and NSD are reaped only at
+    their stop)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def group_ticks(pgid):
+    """utime+stime of every process in a process group: NSD answers from a
+    child process (and forks xfrd too), not from the one we spawned."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def others_ticks(ours):
@@ -278,13 +317,17 @@ def others_ticks(ours):
 
 
 def measured(p, port, qfile, **kw):
-    """A dnsperf run with the server's CPU per answered query, and how busy
-    the two cores were with anything but the server (core 0) and dnsperf and
-    NSD (core 1): the other engineers' load that makes a run unreliable."""
+    """A dnsperf run with the server's CPU per answered query; how busy the
+    two cores were with anything but the server (core 0) and dnsperf and NSD
+    (core 1): the other engineers' load that makes a run unreliable; and how
+    much of the client core dnsperf and NSD took: near all of it, they, not
+    the server, set the QPS."""
     ours = {p.pid, NSD_PGID}
-    o0, st0, t0, s0 = others_ticks(ours), steal_ticks(), time.monotonic(), cpu_ticks(p.pid)
+    o0, st0, n0, d0 = others_ticks(ours), steal_ticks(), group_ticks(NSD_PGID), children_cpu_s()
+    t0, s0 = time.monotonic(), cpu_ticks(p.pid)
     res = dnsperf(port, qfile, **kw)
-    s1, t1, st1, o1 = cpu_ticks(p.pid), time.monotonic(), steal_ticks(), others_ticks(ours)
+    s1, t1 = cpu_ticks(p.pid), time.monotonic()
+    d1, n1, st1, o1 = children_cpu_s(), group_ticks(NSD_PGID), steal_ticks(), others_ticks(ours)
     if p.poll() is not None:
         raise Failed(f"exited during the run (code {p.returncode})")
     if res["completed"] <= 0:
@@ -293,6 +336,11 @@ def measured(p, port, qfile, **kw):
     wall = (t1 - t0) * CLK_TCK
     res["others_pct"] = 100 * sum(v - o0.get(k, 0) for k, v in o1.items()) / wall  # % of one core
     res["steal_pct"] = 100 * sum(st1[c] - st0[c] for c in (SERVER_CORE, CLIENT_CORE)) / wall
+    # Over dnsperf's own run time, which leaves out its start and its wait for
+    # the queries it will count as lost, when the client core idles. Not the
+    # core's busy time from /proc/stat: others' builds fill whatever we leave.
+    res["nsd_pct"] = 100 * (n1 - n0) / CLK_TCK / res["run_s"]
+    res["client_pct"] = 100 * (d1 - d0) / res["run_s"] + res["nsd_pct"]
     return res
 
 
@@ -364,6 +412,9 @@ class Server:
         while os.path.exists(os.path.join(self.dir, f"server-{n}.log")):
             n += 1
         self.log = os.path.join(self.dir, f"server-{n}.log")  # one per start
+        # every forwarded name this process is asked sits under this label,
+        # made up for it: none can be in its cache
+        self.fwd_label = os.urandom(6).hex()
         self.argv = self._configure()
 
     def _configure(self):
@@ -427,7 +478,8 @@ class Server:
             time.sleep(0.02)
 
     def sanity(self):
-        """dig: blocked names (and a subdomain) NXDOMAIN, popular names 192.0.2.1."""
+        """dig: blocked names (and a subdomain) NXDOMAIN, popular names and a
+        name of the forwarded zone 192.0.2.1."""
         pr = self.ctx.probes
         if self.name == "floor":
             status, _ = dig(self.port, pr["popular"])
@@ -435,7 +487,8 @@ class Server:
                 raise Failed(f"floor answered {status}")
             return
         checks = [(pr["blocked"], "NXDOMAIN"), (pr["blocked_sub"], "NXDOMAIN"),
-                  (pr["popular"], UPSTREAM_ADDR), (pr["popular2"], UPSTREAM_ADDR)]
+                  (pr["popular"], UPSTREAM_ADDR), (pr["popular2"], UPSTREAM_ADDR),
+                  (f"probe.{self.fwd_label}.{pr['forwarded_zone']}", UPSTREAM_ADDR)]
         if self.variant == "1m":
             checks.append((self.ctx.probes["synthetic"], "NXDOMAIN"))
         for name, want in checks:
@@ -446,6 +499,15 @@ class Server:
 
 
 # ---------------------------------------------------------------- runs
+
+def write_forwarded(path, label, zone, n):
+    """The forwarded workload's file: n names `<i in hex>.<label>.<zone>`
+    under the server's own label (its sanity probe, `probe.<label>`, is not
+    one of them)."""
+    with open(path, "w") as f:
+        f.write("".join(f"{i:x}.{label}.{zone} A\n" for i in range(n)))
+    return path
+
 
 def run_round(ctx, name):
     """One server, one round, the ~577k list: every workload."""
@@ -470,9 +532,19 @@ def run_round(ctx, name):
         lat["p50_us"] = lats[len(lats) // 2] * 1e6
         lat["p99_us"] = lats[min(len(lats) - 1, int(len(lats) * 0.99))] * 1e6
         r["latency"] = lat
+        # forwarded last: it only adds names to the cache (and may evict
+        # others), which nothing after it in this process reads
+        n = FWD_MAX_QPS * SECONDS
+        qfile = write_forwarded(f"{w}/q_forwarded.txt", srv.fwd_label, ctx.probes["forwarded_zone"], n)
+        r["forwarded"] = measured(p, srv.port, qfile, seconds=SECONDS, runs=1)
+        if r["forwarded"]["sent"] >= n:
+            r["forwarded"]["exhausted"] = n
+            log(f"{name}: forwarded: all {n} names sent in {r['forwarded']['run_s']:.1f}s, "
+                f"a shorter run than {SECONDS}s (E2E_FWD_MAX_QPS={FWD_MAX_QPS})")
         for wl in WORKLOADS:
             log(f"{name}: {wl}: {r[wl]['qps']:.0f} qps, {r[wl]['cpu_us']:.1f} us/q, lost {r[wl]['lost']:.0f} "
-                f"(others {r[wl]['others_pct']:.0f}%, steal {r[wl]['steal_pct']:.0f}%)")
+                f"(others {r[wl]['others_pct']:.0f}%, steal {r[wl]['steal_pct']:.0f}%, "
+                f"dnsperf+NSD {r[wl]['client_pct']:.0f}% of core {CLIENT_CORE}, NSD {r[wl]['nsd_pct']:.0f}%)")
         log(f"{name}: at {LAT_QPS} qps: p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, "
             f"lost {lat['lost']:.0f}")
         return r
@@ -499,12 +571,15 @@ def run_1m(ctx, name):
 def fit_seconds(left, n_servers):
     """Length of each run so that the rounds and the 1M pass fit in what is
     left of the budget: 3 rounds if runs of 2s or more fit, else 2 rounds of
-    2-5s (more rounds beat longer runs on a noisy machine). Reckons ~10s a server and round for start, warm-up and stop on top
-    of its 4 runs, and ~6s a server for the 1M pass on top of its one run.
-    Only 2 rounds are certain: a 3rd runs if the measured ones say it fits."""
+    2-5s (more rounds beat longer runs on a noisy machine). Reckons ~10s a
+    server and round for start, warm-up, the forwarded file and stop on top
+    of its runs (one per workload, and the latency one), and ~6s a server for
+    the 1M pass on top of its one run. Only 2 rounds are certain: a 3rd runs
+    if the measured ones say it fits."""
     global SECONDS, LAT_SECONDS
+    runs = len(WORKLOADS) + 1
     for rounds in (3, 2):
-        per_s = rounds * 4 * n_servers + (n_servers - 1)
+        per_s = rounds * runs * n_servers + (n_servers - 1)
         fixed = rounds * 10 * n_servers + 6 * (n_servers - 1) + 20
         s = int(min(5, (left - fixed) // per_s))
         if rounds == 2 or s >= 2:
@@ -578,7 +653,10 @@ def summarise(results, servers):
         row["p50"] = med([r["latency"]["p50_us"] for r in ok])
         row["p99"] = med([r["latency"]["p99_us"] for r in ok])
         row["lost"] = med([r["latency"]["lost"] for r in ok])
-        row["lost_max"] = med([sum(r[wl]["lost"] for wl in WORKLOADS) for r in ok])
+        # forwarded's losses have a column of their own: they may be upstream queries gone astray
+        row["lost_max"] = med([sum(r[wl]["lost"] for wl in WORKLOADS if wl != "forwarded") for r in ok])
+        row["client_pct_forwarded"] = med([r["forwarded"]["client_pct"] for r in ok])
+        row["nsd_pct_forwarded"] = med([r["forwarded"]["nsd_pct"] for r in ok])
         cols[s] = row
     return cols
 
@@ -589,13 +667,16 @@ COLUMNS = [  # key, header, formatter, higher is better
     ("qps_blocked", "QPS blocked", fmt_qps, True),
     ("qps_cached", "QPS cached", fmt_qps, True),
     ("qps_mixed", "QPS mixed", fmt_qps, True),
+    ("qps_forwarded", "QPS forwarded", fmt_qps, True),
     ("cpu_blocked", "µs/q blocked", fmt, False),
     ("cpu_cached", "µs/q cached", fmt, False),
     ("cpu_mixed", "µs/q mixed", fmt, False),
+    ("cpu_forwarded", "µs/q forwarded", fmt, False),
     ("p50", "p50 µs @20k", lambda v: fmt(v, 0), False),
     ("p99", "p99 µs @20k", lambda v: fmt(v, 0), False),
     ("lost", "lost @20k", lambda v: fmt(v, 0), False),
     ("lost_max", "lost full-rate", lambda v: fmt(v, 0), False),
+    ("lost_forwarded", "lost forwarded", lambda v: fmt(v, 0), False),
 ]
 
 
@@ -615,8 +696,11 @@ def table(cols, servers, floor_ok):
             cell = f(v)
             if key in ("load_s", "rss_mib") and s == "floor":
                 cell = "–"
-            if key.startswith("qps_") and s != "floor" and floor and v is not None \
-                    and floor[key] and v >= 0.95 * floor[key]:
+            if key == "qps_forwarded" and s != "floor" and v is not None \
+                    and row["client_pct_forwarded"] >= CLIENT_BUSY_PCT:
+                cell += " ‡"
+            elif key.startswith("qps_") and key != "qps_forwarded" and s != "floor" and floor \
+                    and v is not None and floor[key] and v >= 0.95 * floor[key]:
                 cell += " †"
             cells.append(cell)
         name = s if not row["errors"] else f"{s} ({row['rounds']} of {row['rounds'] + len(row['errors'])} rounds)"
@@ -648,13 +732,18 @@ def per_round(results, servers):
             if "error" in r:
                 cells.append("failed")
                 continue
+            fwd = r["forwarded"]
             cells.append("µs/q " + "/".join(f"{r[w]['cpu_us']:.1f}" for w in WORKLOADS) + ", QPS "
                          + "/".join(fmt_qps(r[w]["qps"]) for w in WORKLOADS) + ", others "
-                         + "/".join(f"{r[w]['others_pct']:.0f}" for w in WORKLOADS) + "%")
+                         + "/".join(f"{r[w]['others_pct']:.0f}" for w in WORKLOADS) + "%, client "
+                         + f"{fwd['client_pct']:.0f}% (NSD {fwd['nsd_pct']:.0f}%)")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nEach cell: blocked/cached/mixed. *others*: CPU that processes outside the "
-                               "benchmark used during the run, in % of one core (the machine is shared; "
-                               "the benchmark runs at nice " + NICE + ").")
+    return "\n".join(lines) + ("\n\nEach cell: " + "/".join(WORKLOADS) + ". *others*: CPU that processes "
+                               "outside the benchmark used during the run, in % of one core (the machine is "
+                               "shared; the benchmark runs at nice " + NICE + "). *client*: the CPU that "
+                               "dnsperf and NSD used during the forwarded run, in % of their core "
+                               + CLIENT_CORE + ", and NSD's part of it; near 100% they, not the server, set "
+                               "that QPS.")
 
 
 def table_1m(res1m, servers):
@@ -733,6 +822,8 @@ def main():
     ctx.work, ctx.sinkhole, ctx.floor, ctx.rev = a.work, a.sinkhole, a.floor, a.rev
     with open(f"{a.work}/probes.json") as f:
         ctx.probes = json.load(f)
+    if "forwarded_zone" not in ctx.probes:
+        ap.error(f"{a.work}/probes.json predates the forwarded workload: run prep.py into {a.work} again")
     PIDFILE = os.environ.get("E2E_PIDFILE")
     servers = [s for s in os.environ.get("E2E_SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
     if a.deadline and "E2E_SECONDS" not in os.environ:
@@ -783,19 +874,30 @@ def main():
                f"{CLIENT_CORE}; one worker each. {rounds_done} rounds (odd rounds in the order "
                f"{', '.join(servers)}; even rounds reversed), medians shown. Full-rate runs {SECONDS}s, "
                f"dnsperf -c {CLIENTS} -q {OUTSTANDING}; latency at a fixed {LAT_QPS} qps for {LAT_SECONDS}s "
-               f"on the mixed workload. Servers, NSD and dnsperf at nice {NICE}.\n")
+               f"on the mixed workload. Forwarded: names no server was asked before "
+               f"(`<n>.<label>.{ctx.probes['forwarded_zone']}`, a new label every run, "
+               f"{FWD_MAX_QPS * SECONDS} names read once), each a cache miss answered by NSD. "
+               f"Servers, NSD and dnsperf at nice {NICE}.\n")
     out.append(f"Blocklist: {counts['union']} names (union of the shared lists). Popular names not blocked: "
                f"{counts['popular']}. Upstream: NSD, wildcard private root (`* A {UPSTREAM_ADDR}`).\n")
     out.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "\n")
     out.append(table(cols, servers, floor_ok))
     out.append("\nµs/q: the server's user+system CPU (from /proc/PID/stat) over the run, divided by queries "
                "answered. † within 5% of the floor's QPS for that workload: client-bound, not a "
-               "measure of the server. Ratios: sinkhole's figure over the best peer's (in brackets); for "
-               "QPS above 1 is better, for every other column below 1 is better. The floor reflects each "
-               "query (recvmmsg/sendmmsg): its QPS is the client's ceiling, its µs/q the kernel's cost.")
+               "measure of the server. ‡ (forwarded) dnsperf and NSD, which answers every query there, "
+               f"used {CLIENT_BUSY_PCT}% or more of their core: client-bound too. Ratios: sinkhole's "
+               "figure over the best peer's (in brackets); for QPS above 1 is better, for every other "
+               "column below 1 is better. The floor reflects each query (recvmmsg/sendmmsg): its QPS is "
+               "the client's ceiling, its µs/q the kernel's cost; it forwards nothing, so for a forwarder "
+               "the kernel's cost is about twice that (a second receive and send, with NSD).")
     for s in servers:
         for e in cols[s]["errors"]:
             out.append(f"\n- {s} failed a round: {e}")
+        for i, r in enumerate(results[s]):
+            if "exhausted" in r.get("forwarded", {}):
+                out.append(f"\n- {s}, round {i + 1}: forwarded sent all {r['forwarded']['exhausted']} names in "
+                           f"{r['forwarded']['run_s']:.1f}s, faster than E2E_FWD_MAX_QPS={FWD_MAX_QPS} allows "
+                           f"for: a shorter run than the others (no name was repeated)")
     out.append("\n### Per round (to judge the noise)\n")
     out.append(per_round(results, servers))
     if res1m:
