@@ -11,6 +11,8 @@
 #   blocked  N names from q_blocked.txt (a third under a subdomain)
 #   cached   N popular names, each already answered once (warm-up not counted)
 #   mixed    N queries of q_mixed.txt after one warm-up pass over them
+#   forwarded N names never asked before (`<i>.<label>.fwd`, a label made
+#            up for this run): every query a cache miss, forwarded to NSD
 # Instructions per query = the dump's total ÷ the queries dnsperf saw answered.
 # User space only: the kernel's share of a query (the socket calls) is not
 # counted, which is what run.sh's CPU µs/query adds.
@@ -38,7 +40,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-[ -f "$WORK/q_blocked.txt" ] || python3 "$HERE/prep.py" "$DATA" "$WORK" >&2
+# prep.py's files, unless the work dir has them from a prep.py that knew the forwarded zone
+grep -qs '"forwarded_zone"' "$WORK/probes.json" || python3 "$HERE/prep.py" "$DATA" "$WORK" >&2
 if [ -n "${SINKHOLE_BIN:-}" ]; then
     BIN="$SINKHOLE_BIN"     # another build, for before/after counts
 else
@@ -77,6 +80,10 @@ done
 head -n "$N" "$WORK/q_blocked.txt" > "$WORK/p_blocked.txt"
 head -n "$N" "$WORK/q_cached.txt" > "$WORK/p_cached.txt"
 head -n "$N" "$WORK/q_mixed.txt" > "$WORK/p_mixed.txt"
+ZONE=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["forwarded_zone"])' "$WORK/probes.json")
+LABEL=$(python3 -c 'import os; print(os.urandom(6).hex())')
+awk -v n="$N" -v label="$LABEL" -v zone="$ZONE" \
+    'BEGIN { for (i = 0; i < n; i++) printf "%x.%s.%s A\n", i, label, zone }' > "$WORK/p_forwarded.txt"
 
 # dnsperf at a rate valgrind keeps up with; prints the queries answered.
 perf() {
@@ -95,6 +102,8 @@ DONE[cached]=$(perf "$WORK/p_cached.txt")
 callgrind_control -d cached "$VG" > /dev/null
 DONE[mixed]=$(perf "$WORK/p_mixed.txt")
 callgrind_control -d mixed "$VG" > /dev/null
+DONE[forwarded]=$(perf "$WORK/p_forwarded.txt")
+callgrind_control -d forwarded "$VG" > /dev/null
 
 OUT="$WORK/profile.md"
 {
@@ -102,12 +111,12 @@ OUT="$WORK/profile.md"
     echo
     echo "| workload | answered | instructions | per query |"
     echo "|---|---|---|---|"
-    for w in blocked cached mixed; do
+    for w in blocked cached mixed forwarded; do
         f=$(grep -l "^desc: Trigger:.*$w\$" "$WORK"/callgrind.out.$VG.* | head -1)
         total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
         echo "| $w | ${DONE[$w]} | $total | $(( total / DONE[$w] )) |"
     done
-    for w in blocked cached; do
+    for w in blocked cached forwarded; do
         f=$(grep -l "^desc: Trigger:.*$w\$" "$WORK"/callgrind.out.$VG.* | head -1)
         echo
         echo "Top functions, $w (exclusive instructions):"
