@@ -24,12 +24,11 @@ use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use rustc_hash::FxHashSet;
-use sinkhole::lists::{self, Format, FormatChoice, ListRule, ParsedList, Scope, Verdict};
+use sinkhole::lists::{self, Format, FormatChoice, ParsedList, Rule, Scope, Verdict};
 use sinkhole::policy::trie::{RuleRef, TrieBuilder};
 use sinkhole::policy::{self, Action, Category, Decision, DomainName, ListInput, Policy};
 
@@ -175,9 +174,16 @@ fn categories() -> Vec<Category> {
     }]
 }
 
+/// One list of a benchmark variant.
+struct List {
+    name: String,
+    path: PathBuf,
+    rules: ParsedList,
+}
+
 /// The lists one benchmark variant loads.
 struct Dataset {
-    inputs: Vec<ListInput>,
+    inputs: Vec<List>,
 }
 
 impl Dataset {
@@ -185,11 +191,10 @@ impl Dataset {
     fn real(sources: &[Source]) -> Self {
         let inputs = sources
             .iter()
-            .map(|s| ListInput {
+            .map(|s| List {
                 name: s.name.clone(),
                 path: s.path.clone(),
-                category: Some(CATEGORY.to_owned()),
-                rules: Arc::new(lists::parse(&s.text, FormatChoice::Auto)),
+                rules: lists::parse(&s.text, FormatChoice::Auto),
             })
             .collect();
         Self { inputs }
@@ -248,11 +253,10 @@ impl Dataset {
             ));
         }
         drop(seen);
-        let list = |name: &str, rules| ListInput {
+        let list = |name: &str, rules| List {
             name: name.to_owned(),
             path: PathBuf::from(name),
-            category: Some(CATEGORY.to_owned()),
-            rules: Arc::new(rules),
+            rules,
         };
         Self {
             inputs: vec![list("union", union), list("synthetic", synthetic)],
@@ -263,7 +267,7 @@ impl Dataset {
         self.inputs.iter().map(|l| l.rules.len()).sum()
     }
 
-    fn rules(&self) -> impl Iterator<Item = ListRule<'_>> {
+    fn rules(&self) -> impl Iterator<Item = Rule<'_>> {
         self.inputs.iter().flat_map(|l| l.rules.rules())
     }
 
@@ -272,7 +276,7 @@ impl Dataset {
     }
 
     /// Distinct block-rule names, first occurrence in list order.
-    fn unique_block_rules(&self) -> Vec<ListRule<'_>> {
+    fn unique_block_rules(&self) -> Vec<Rule<'_>> {
         let mut seen = FxHashSet::default();
         self.rules()
             .filter(|r| r.verdict == Verdict::Block && seen.insert(r.name))
@@ -280,7 +284,17 @@ impl Dataset {
     }
 
     fn build_policy(&self) -> Policy {
-        policy::build(categories(), &self.inputs).expect("policy builds")
+        let inputs: Vec<ListInput<'_, ParsedList>> = self
+            .inputs
+            .iter()
+            .map(|l| ListInput {
+                name: &l.name,
+                path: &l.path,
+                category: Some(CATEGORY),
+                rules: &l.rules,
+            })
+            .collect();
+        policy::build(categories(), &inputs).expect("policy builds")
     }
 
     /// The baseline: every block-rule name, once, as a boxed string.

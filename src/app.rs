@@ -12,13 +12,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::{BUILTIN, Config, ConfigError};
 use crate::dns::answers::BlockStyle;
 use crate::dns::cache::Cache;
-use crate::dns::handler::Resolver;
-use crate::dns::server::Listeners;
-use crate::dns::upstream::Upstreams;
+use crate::dns::listen::Listeners;
+use crate::dns::listen::worker::WorkerConfig;
+use crate::dns::pipeline::Pipeline;
+use crate::dns::upstream::{Servers, pool};
 use crate::http::admin::{self, AdminState};
-use crate::metrics::Metrics;
-use crate::policy::DomainName;
+use crate::metrics::{ListLabels, Metrics};
+use crate::observe::Observer;
 use crate::policy::explain::Explanation;
+use crate::policy::{DomainName, ListId};
 use crate::reload::{Reloader, StartError, load_list};
 
 /// Why a command could not do its job (exit code 1).
@@ -56,11 +58,39 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
+/// Queries that may wait for upstreams at once, over all workers (SPEC's
+/// `limits.upstream_inflight` default); past it, SERVFAIL at once.
+const UPSTREAM_INFLIGHT: usize = 10_000;
+/// Descriptors kept back for everything but the upstream pools: lists,
+/// admin and TCP connections, the runtime's own.
+const RESERVED_FDS: u64 = 1024;
+
 /// `sinkhole serve`: runs until SIGTERM or SIGINT; SIGHUP reloads lists.
 pub fn serve(config: Config) -> Result<(), AppError> {
-    let metrics = Arc::new(Metrics::new(&config.upstream.servers));
-    let reloader = Arc::new(Reloader::start(&config, metrics.clone())?);
-    for l in &reloader.snapshot().lists {
+    let labels: Vec<ListLabels<'_>> = config
+        .lists
+        .iter()
+        .map(|l| ListLabels {
+            name: &l.name,
+            category: l.category.as_deref(),
+        })
+        .collect();
+    let metrics = Arc::new(Metrics::new(&config.upstream.servers, &labels));
+    let mut reloader = Reloader::start(&config)?;
+    let m = metrics.clone();
+    reloader.watch(move |r| {
+        for (i, l) in r.lists.iter().enumerate() {
+            let at = l
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            m.list_loaded(ListId(i as u16), l.rules, at);
+        }
+        if r.reload {
+            m.reload_done(r.ok);
+        }
+    });
+    for l in reloader.statuses().iter() {
         tracing::info!(list = %l.name, rules = l.rules, skipped = l.skipped.count, "list loaded");
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -69,7 +99,49 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?;
-    runtime.block_on(run(config, reloader, metrics, workers))
+    runtime.block_on(run(config, Arc::new(reloader), metrics, workers))
+}
+
+/// Raises the open-file soft limit to the hard limit and sizes each
+/// worker's upstream pool to fit what it allows.
+fn pool_sockets(workers: usize, families: usize) -> usize {
+    let limit = raise_fd_limit();
+    let room = limit.saturating_sub(RESERVED_FDS) / (workers * families.max(1)) as u64;
+    let sockets = (room as usize).min(pool::SOCKETS);
+    if sockets < pool::SOCKETS {
+        tracing::warn!(
+            open_files = limit,
+            sockets,
+            wanted = pool::SOCKETS,
+            "the open-file limit leaves room for fewer upstream sockets than wanted: \
+             spoofed answers are easier to land; raise the limit (LimitNOFILE=)"
+        );
+    }
+    sockets.max(16)
+}
+
+#[cfg(unix)]
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 async fn run(
@@ -82,16 +154,16 @@ async fn run(
     let tasks = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
 
-    let resolver = Arc::new(Resolver::new(
-        reloader.clone(),
+    let observer = Arc::new(Observer::new(metrics.clone()));
+    let pipeline = Arc::new(Pipeline::new(
+        reloader.live(),
         Cache::new(config.cache_size),
-        Upstreams::new(config.upstream.servers.clone(), config.upstream.timeout),
         BlockStyle {
             ttl: config.block.ttl,
             redirect_v4: config.block.redirect_v4,
             redirect_v6: config.block.redirect_v6,
         },
-        metrics.clone(),
+        observer.clone(),
     ));
 
     // Admin first, so /readyz answers 503 while DNS comes up.
@@ -103,7 +175,7 @@ async fn run(
             })?;
             let state = AdminState {
                 reloader: reloader.clone(),
-                resolver: resolver.clone(),
+                pipeline: pipeline.clone(),
                 metrics: metrics.clone(),
                 ready: ready.clone(),
             };
@@ -125,7 +197,19 @@ async fn run(
     for addr in listeners.local_addrs() {
         tracing::info!(addr = %addr, workers, "dns listening (udp, tcp)");
     }
-    listeners.serve(resolver, shutdown.clone(), &tasks);
+    let servers = &config.upstream.servers;
+    let families = usize::from(servers.iter().any(|s| s.is_ipv4()))
+        + usize::from(servers.iter().any(|s| s.is_ipv6()));
+    let worker_config = WorkerConfig {
+        servers: Arc::new(Servers {
+            addrs: servers.clone(),
+            timeout: config.upstream.timeout,
+        }),
+        pool_sockets: pool_sockets(workers, families),
+        inflight: UPSTREAM_INFLIGHT.div_ceil(workers),
+        observer,
+    };
+    listeners.serve(pipeline, worker_config, shutdown.clone(), &tasks);
     if config.listen.http.is_some() {
         tracing::warn!(
             "listen.http is set, but the block page is not part of this release; not serving it"
@@ -258,7 +342,6 @@ pub fn explain(
     name: &DomainName,
     client: Option<String>,
 ) -> Result<Explanation, AppError> {
-    let metrics = Arc::new(Metrics::new(&[]));
-    let reloader = Reloader::start(config, metrics)?;
-    Ok(Explanation::new(&reloader.snapshot().policy, name, client))
+    let reloader = Reloader::start(config)?;
+    Ok(Explanation::new(&reloader.live().load(), name, client))
 }

@@ -561,16 +561,20 @@ fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-from_str_visitor!(Action, "nxdomain, nodata, refused or redirect", |s| {
-    match s {
-        "nxdomain" => Ok(Action::Nxdomain),
-        "nodata" => Ok(Action::Nodata),
-        "refused" => Ok(Action::Refused),
-        "redirect" => Ok(Action::Redirect),
-        other => Err(format!(
-            "unknown action {other:?}; expected nxdomain, nodata, refused or redirect"
-        )),
+/// "a, b, c or d", for messages listing what a key accepts.
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
+}
+
+from_str_visitor!(Action, "an action", |s| {
+    Action::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        format!("unknown action {s:?}; expected {}", one_of(&names))
+    })
 });
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -581,23 +585,28 @@ enum FormatSpec {
     Rpz,
 }
 
-from_str_visitor!(
-    FormatSpec,
-    "auto, domains, hosts, adblock, wildcard or rpz",
-    |s| {
-        match s {
-            "auto" => Ok(FormatSpec::Auto),
-            "domains" => Ok(FormatSpec::Fixed(Format::Domains)),
-            "hosts" => Ok(FormatSpec::Fixed(Format::Hosts)),
-            "adblock" => Ok(FormatSpec::Fixed(Format::Adblock)),
-            "wildcard" => Ok(FormatSpec::Fixed(Format::Wildcard)),
-            "rpz" => Ok(FormatSpec::Rpz),
-            other => Err(format!(
-                "unknown format {other:?}; expected auto, domains, hosts, adblock, wildcard or rpz"
-            )),
-        }
+impl FormatSpec {
+    /// Every name `format:` accepts.
+    fn names() -> Vec<&'static str> {
+        std::iter::once("auto")
+            .chain(Format::ALL.iter().map(|f| f.as_str()))
+            .chain(std::iter::once("rpz"))
+            .collect()
     }
-);
+}
+
+from_str_visitor!(FormatSpec, "a list format", |s| {
+    match s {
+        "auto" => Ok(FormatSpec::Auto),
+        "rpz" => Ok(FormatSpec::Rpz),
+        other => Format::parse(other).map(FormatSpec::Fixed).ok_or_else(|| {
+            format!(
+                "unknown format {other:?}; expected {}",
+                one_of(&FormatSpec::names())
+            )
+        }),
+    }
+});
 
 #[cfg(test)]
 mod tests {
@@ -718,6 +727,22 @@ allowlists:
     fn redirect_needs_an_address() {
         let e = err("upstream: {servers: [\"127.0.0.1:53\"]}\nblock:\n  action: redirect\n");
         assert!(e.contains("block.redirect has no ipv4 or ipv6"), "{e}");
+    }
+
+    #[test]
+    fn names_come_from_one_table() {
+        let e = err(
+            "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: csv}\n",
+        );
+        assert!(
+            e.contains("expected auto, domains, hosts, adblock, wildcard or rpz"),
+            "{e}"
+        );
+        let e = err("block:\n  action: drop\n");
+        assert!(
+            e.contains("expected nxdomain, nodata, refused or redirect"),
+            "{e}"
+        );
     }
 
     #[test]

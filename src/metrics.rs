@@ -2,12 +2,16 @@
 //!
 //! Label values come only from the configuration (outcomes, list and
 //! category names, upstream addresses), never from queries or clients, so
-//! cardinality is bounded. Handles are resolved once, outside the query
-//! path: counting a query is an atomic add, not a label lookup.
+//! cardinality is bounded. Every series is registered once, at start, from
+//! the configuration (lists and upstreams do not change while the server
+//! runs), so counting a query is an atomic add, not a label lookup, and
+//! nothing else ever registers anything.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+
+use crate::dns::record::{AttemptResult, Outcome, QueryRecord, UpstreamAttempt};
+use crate::policy::ListId;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,58 +20,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// How a query ended; each query counts exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Blocked,
-    Allowed,
-    Cached,
-    Refused,
-    Error,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 5] = [
-        Outcome::Blocked,
-        Outcome::Allowed,
-        Outcome::Cached,
-        Outcome::Refused,
-        Outcome::Error,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Blocked => "blocked",
-            Outcome::Allowed => "allowed",
-            Outcome::Cached => "cached",
-            Outcome::Refused => "refused",
-            Outcome::Error => "error",
-        }
+/// The `result` label of an upstream attempt.
+fn attempt_label(r: AttemptResult) -> &'static str {
+    match r {
+        AttemptResult::Answered => "ok",
+        AttemptResult::Timeout => "timeout",
+        AttemptResult::Error => "error",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamResult {
-    Ok,
-    Timeout,
-    Error,
-}
-
-impl UpstreamResult {
-    const ALL: [UpstreamResult; 3] = [
-        UpstreamResult::Ok,
-        UpstreamResult::Timeout,
-        UpstreamResult::Error,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            UpstreamResult::Ok => "ok",
-            UpstreamResult::Timeout => "timeout",
-            UpstreamResult::Error => "error",
-        }
-    }
-}
+const ATTEMPT_RESULTS: [AttemptResult; 3] = [
+    AttemptResult::Answered,
+    AttemptResult::Timeout,
+    AttemptResult::Error,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -112,15 +78,29 @@ struct UpstreamHandles {
     duration: Histogram,
 }
 
+/// A list as the metrics know it: its name, and its category for a
+/// blocklist (`None` for an allowlist).
+pub struct ListLabels<'a> {
+    pub name: &'a str,
+    pub category: Option<&'a str>,
+}
+
+/// Per-list handles, indexed by `ListId`.
+struct ListHandles {
+    /// Detached for allowlists: they block nothing, and an always-zero
+    /// series would only confuse.
+    blocked: Counter,
+    rules: Gauge,
+    reloaded: Gauge<f64, AtomicU64>,
+}
+
 pub struct Metrics {
     registry: Registry,
     queries: [Counter; 5],
     durations: [Histogram; 5],
-    blocked: Family<BlockedLabels, Counter>,
+    lists: Vec<ListHandles>,
     upstreams: Vec<UpstreamHandles>,
     cache_entries: Gauge,
-    list_rules: Family<ListLabel, Gauge>,
-    list_reloaded: Family<ListLabel, Gauge<f64, AtomicU64>>,
     reloads: [Counter; 2],
 }
 
@@ -133,7 +113,7 @@ fn query_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
-    pub fn new(upstreams: &[SocketAddr]) -> Self {
+    pub fn new(upstreams: &[SocketAddr], lists: &[ListLabels<'_>]) -> Self {
         let mut registry = Registry::default();
 
         let queries_family = Family::<OutcomeLabel, Counter>::default();
@@ -163,10 +143,31 @@ impl Metrics {
         );
 
         let blocked = Family::<BlockedLabels, Counter>::default();
+        let list_rules = Family::<ListLabel, Gauge>::default();
+        let list_reloaded = Family::<ListLabel, Gauge<f64, AtomicU64>>::default();
+        let lists = lists
+            .iter()
+            .map(|l| {
+                let label = ListLabel {
+                    list: l.name.to_owned(),
+                };
+                ListHandles {
+                    blocked: match l.category {
+                        Some(category) => blocked.get_or_create_owned(&BlockedLabels {
+                            category: category.to_owned(),
+                            list: l.name.to_owned(),
+                        }),
+                        None => Counter::default(),
+                    },
+                    rules: list_rules.get_or_create_owned(&label),
+                    reloaded: list_reloaded.get_or_create_owned(&label),
+                }
+            })
+            .collect();
         registry.register(
             "sinkhole_blocked",
             "Blocked queries, by category and list",
-            blocked.clone(),
+            blocked,
         );
 
         let up_requests = Family::<UpstreamLabels, Counter>::default();
@@ -180,10 +181,10 @@ impl Metrics {
             .map(|addr| {
                 let upstream = addr.to_string();
                 UpstreamHandles {
-                    results: UpstreamResult::ALL.map(|r| {
+                    results: ATTEMPT_RESULTS.map(|r| {
                         up_requests.get_or_create_owned(&UpstreamLabels {
                             upstream: upstream.clone(),
-                            result: r.as_str(),
+                            result: attempt_label(r),
                         })
                     }),
                     duration: up_durations.get_or_create_owned(&UpstreamLabel { upstream }),
@@ -208,17 +209,15 @@ impl Metrics {
             cache_entries.clone(),
         );
 
-        let list_rules = Family::<ListLabel, Gauge>::default();
         registry.register(
             "sinkhole_list_rules",
             "Rules in service, per list",
-            list_rules.clone(),
+            list_rules,
         );
-        let list_reloaded = Family::<ListLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "sinkhole_list_last_reload_timestamp_seconds",
             "When each list's version in service was loaded (Unix time)",
-            list_reloaded.clone(),
+            list_reloaded,
         );
 
         let reloads_family = Family::<ResultLabel, Counter>::default();
@@ -248,45 +247,43 @@ impl Metrics {
             registry,
             queries,
             durations,
-            blocked,
+            lists,
             upstreams,
             cache_entries,
-            list_rules,
-            list_reloaded,
             reloads,
         }
     }
 
-    /// Counts one answered query.
+    /// Counts one answered query, and its list when it was blocked.
     #[inline]
-    pub fn query_done(&self, outcome: Outcome, took: Duration) {
-        let i = outcome as usize;
+    pub fn query(&self, r: &QueryRecord<'_>) {
+        let i = r.outcome as usize;
         self.queries[i].inc();
-        self.durations[i].observe(took.as_secs_f64());
-    }
-
-    /// A handle counting blocks for one (category, list) pair; resolved when
-    /// a policy snapshot is built, so the query path only increments it.
-    pub fn blocked_counter(&self, category: &str, list: &str) -> Counter {
-        self.blocked.get_or_create_owned(&BlockedLabels {
-            category: category.to_owned(),
-            list: list.to_owned(),
-        })
-    }
-
-    pub fn upstream_done(&self, index: usize, result: UpstreamResult, took: Duration) {
-        if let Some(h) = self.upstreams.get(index) {
-            h.results[result as usize].inc();
-            h.duration.observe(took.as_secs_f64());
+        self.durations[i].observe(r.duration.as_secs_f64());
+        if let crate::dns::record::Decided::Blocked { rule, .. } = r.decided
+            && let Some(l) = self.lists.get(usize::from(rule.list.0))
+        {
+            l.blocked.inc();
         }
     }
 
-    pub fn set_list(&self, list: &str, rules: usize, loaded_at_unix: f64) {
-        let label = ListLabel {
-            list: list.to_owned(),
-        };
-        self.list_rules.get_or_create(&label).set(rules as i64);
-        self.list_reloaded.get_or_create(&label).set(loaded_at_unix);
+    pub fn upstream(&self, a: &UpstreamAttempt) {
+        if let Some(h) = self.upstreams.get(a.server) {
+            let i = ATTEMPT_RESULTS
+                .iter()
+                .position(|r| *r == a.result)
+                .unwrap_or(2);
+            h.results[i].inc();
+            h.duration.observe(a.took.as_secs_f64());
+        }
+    }
+
+    /// A list's version in service: its rule count and when it was loaded.
+    pub fn list_loaded(&self, list: ListId, rules: usize, loaded_at_unix: f64) {
+        if let Some(l) = self.lists.get(usize::from(list.0)) {
+            l.rules.set(rules as i64);
+            l.reloaded.set(loaded_at_unix);
+        }
     }
 
     pub fn reload_done(&self, ok: bool) {
@@ -305,15 +302,50 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::dns::record::{Decided, RuleRef};
+    use crate::dns::request::Transport;
+    use crate::policy::{Action, CategoryId};
 
     #[test]
     fn exposes_every_contract_name() {
-        let m = Metrics::new(&["127.0.0.1:53".parse().unwrap()]);
-        m.query_done(Outcome::Blocked, Duration::from_micros(10));
-        m.blocked_counter("ads", "list").inc();
-        m.upstream_done(0, UpstreamResult::Ok, Duration::from_millis(1));
-        m.set_list("list", 3, 1.0);
+        let lists = [
+            ListLabels {
+                name: "list",
+                category: Some("ads"),
+            },
+            ListLabels {
+                name: "ok",
+                category: None,
+            },
+        ];
+        let m = Metrics::new(&["127.0.0.1:53".parse().unwrap()], &lists);
+        m.query(&QueryRecord {
+            client: "192.0.2.1:5000".parse().unwrap(),
+            transport: Transport::Udp,
+            name: Some(b"\x01a\x00"),
+            qtype: 1,
+            decided: Decided::Blocked {
+                rule: RuleRef {
+                    list: ListId(0),
+                    rule: 0,
+                    depth: 1,
+                },
+                category: CategoryId(0),
+                action: Action::Nxdomain,
+            },
+            rcode: 3,
+            outcome: Outcome::Blocked,
+            duration: Duration::from_micros(10),
+        });
+        m.upstream(&UpstreamAttempt {
+            server: 0,
+            result: AttemptResult::Answered,
+            took: Duration::from_millis(1),
+        });
+        m.list_loaded(ListId(0), 3, 1.0);
         m.reload_done(true);
         let text = m.encode(7);
         for name in [
@@ -330,5 +362,11 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("sinkhole_blocked_total") && l.contains("list=\"ok\"")),
+            "an allowlist has no blocked series:\n{text}"
+        );
     }
 }

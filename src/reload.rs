@@ -2,21 +2,20 @@
 //!
 //! Each list keeps its last good version. A reload re-reads every list; one
 //! that cannot be read, or whose every line is rejected, stays at its
-//! previous version, and the new snapshot is built from the mix and swapped
-//! in atomically. Queries never wait: they hold whichever snapshot they
-//! loaded.
+//! previous version, and the new policy is built from the mix and swapped
+//! in atomically ([`Live`]). Queries never wait: they hold whichever
+//! snapshot they loaded. The DNS side sees only the `Live` cell; whoever
+//! cares about reloads (the metrics) registers with [`Reloader::watch`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Config, ListSource};
 use crate::lists::{self, Format, ParsedList, SkipLog};
-use crate::metrics::Metrics;
-use crate::policy::{self, Category, ListInput, Policy, PolicyError};
+use crate::policy::{self, Category, ListInput, Live, Policy, PolicyError};
 
 /// Why a list could not be (re)loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,28 +72,33 @@ pub struct ListStatus {
     pub kept_because: Option<String>,
 }
 
-/// What queries read: the policy plus the per-list block counters.
-pub struct Snapshot {
-    pub policy: Policy,
-    /// Indexed by `ListId`.
-    pub blocked: Vec<Counter>,
-    pub lists: Vec<ListStatus>,
-}
-
 #[derive(Clone)]
 struct Loaded {
     parsed: Arc<ParsedList>,
     loaded_at: SystemTime,
 }
 
-/// Owns the lists' last good versions and the current snapshot.
+/// What a load or reload did, for whoever watches (the metrics).
+pub struct Reloaded<'a> {
+    /// Indexed like the configured lists (`ListId`).
+    pub lists: &'a [ListStatus],
+    /// Every list took its new version.
+    pub ok: bool,
+    /// A reload, not the first load at start.
+    pub reload: bool,
+}
+
+type Watcher = Box<dyn Fn(&Reloaded<'_>) + Send + Sync>;
+
+/// Owns the lists' last good versions and swaps the policy in service.
 pub struct Reloader {
     sources: Vec<ListSource>,
     categories: Vec<Category>,
-    metrics: Arc<Metrics>,
     /// Serialises reloads; holds each list's last good version.
     loaded: Mutex<Vec<Loaded>>,
-    current: ArcSwap<Snapshot>,
+    live: Arc<Live>,
+    statuses: ArcSwap<Vec<ListStatus>>,
+    watchers: Vec<Watcher>,
 }
 
 /// Why the first load failed.
@@ -109,7 +113,7 @@ pub enum StartError {
 impl Reloader {
     /// Loads every list; any failure is fatal at start (there is no previous
     /// version to keep).
-    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+    pub fn start(config: &Config) -> Result<Self, StartError> {
         let now = SystemTime::now();
         let mut loaded = Vec::with_capacity(config.lists.len());
         for source in &config.lists {
@@ -123,33 +127,45 @@ impl Reloader {
             });
         }
         let kept = vec![None; loaded.len()];
-        let snapshot = build_snapshot(&config.lists, &config.categories, &loaded, &kept, &metrics)?;
+        let policy = build_policy(&config.lists, &config.categories, &loaded)?;
+        let statuses = statuses(&config.lists, &loaded, &kept);
         Ok(Self {
             sources: config.lists.clone(),
             categories: config.categories.clone(),
-            metrics,
             loaded: Mutex::new(loaded),
-            current: ArcSwap::from_pointee(snapshot),
+            live: Arc::new(Live::from_pointee(policy)),
+            statuses: ArcSwap::from_pointee(statuses),
+            watchers: Vec::new(),
         })
     }
 
-    /// The snapshot queries should use now.
-    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.current.load()
+    /// Calls `watch` after every reload, and once now with the first load.
+    pub fn watch(&mut self, watch: impl Fn(&Reloaded<'_>) + Send + Sync + 'static) {
+        watch(&Reloaded {
+            lists: &self.statuses.load(),
+            ok: true,
+            reload: false,
+        });
+        self.watchers.push(Box::new(watch));
     }
 
-    /// Shares the swap cell with the query path.
-    pub fn current(&self) -> &ArcSwap<Snapshot> {
-        &self.current
+    /// The policy in service, as queries read it.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
-    /// Re-reads every list and swaps in a new snapshot. Blocking: call from a
-    /// blocking thread. Returns the new snapshot's list statuses.
-    pub fn reload(&self) -> Vec<ListStatus> {
+    /// Each list's state in the policy in service.
+    pub fn statuses(&self) -> Arc<Vec<ListStatus>> {
+        self.statuses.load_full()
+    }
+
+    /// Re-reads every list and swaps in a new policy. Blocking: call from a
+    /// blocking thread. Returns the new statuses.
+    pub fn reload(&self) -> Arc<Vec<ListStatus>> {
         let Ok(mut loaded) = self.loaded.lock() else {
             // A panic while reloading poisoned the lock; keep serving the
             // current snapshot rather than risk a half-built one.
-            return self.current.load().lists.clone();
+            return self.statuses();
         };
         let now = SystemTime::now();
         let mut kept = vec![None; self.sources.len()];
@@ -167,89 +183,73 @@ impl Reloader {
                 }
             }
         }
-        match build_snapshot(
-            &self.sources,
-            &self.categories,
-            &loaded,
-            &kept,
-            &self.metrics,
-        ) {
-            Ok(snapshot) => {
-                let ok = kept.iter().all(Option::is_none);
-                self.metrics.reload_done(ok);
-                let lists = snapshot.lists.clone();
-                self.current.store(Arc::new(snapshot));
+        let ok = kept.iter().all(Option::is_none);
+        match build_policy(&self.sources, &self.categories, &loaded) {
+            Ok(policy) => {
+                let statuses = Arc::new(statuses(&self.sources, &loaded, &kept));
+                self.live.store(Arc::new(policy));
+                self.statuses.store(statuses.clone());
                 tracing::info!(
-                    rules = lists.iter().map(|l| l.rules).sum::<usize>(),
+                    rules = statuses.iter().map(|l| l.rules).sum::<usize>(),
                     ok,
                     "lists reloaded"
                 );
-                lists
+                self.tell(&statuses, ok);
+                statuses
             }
             Err(e) => {
                 // Cannot happen with validated config; keep serving.
-                self.metrics.reload_done(false);
-                tracing::error!(error = %e, "reload failed; previous snapshot kept");
-                self.current.load().lists.clone()
+                tracing::error!(error = %e, "reload failed; previous policy kept");
+                let statuses = self.statuses();
+                self.tell(&statuses, false);
+                statuses
             }
+        }
+    }
+
+    fn tell(&self, lists: &[ListStatus], ok: bool) {
+        let r = Reloaded {
+            lists,
+            ok,
+            reload: true,
+        };
+        for w in &self.watchers {
+            w(&r);
         }
     }
 }
 
-fn build_snapshot(
+fn build_policy(
     sources: &[ListSource],
     categories: &[Category],
     loaded: &[Loaded],
-    kept: &[Option<String>],
-    metrics: &Metrics,
-) -> Result<Snapshot, PolicyError> {
-    let inputs: Vec<ListInput> = sources
+) -> Result<Policy, PolicyError> {
+    let inputs: Vec<ListInput<'_, ParsedList>> = sources
         .iter()
         .zip(loaded)
         .map(|(s, l)| ListInput {
-            name: s.name.clone(),
-            path: s.path.clone(),
-            category: s.category.clone(),
-            rules: l.parsed.clone(),
+            name: &s.name,
+            path: &s.path,
+            category: s.category.as_deref(),
+            rules: &*l.parsed,
         })
         .collect();
-    let policy = policy::build(categories.to_vec(), &inputs)?;
-    let blocked = policy
-        .lists()
-        .iter()
-        .map(|l| match l.category {
-            Some(c) => {
-                metrics.blocked_counter(&policy.categories()[usize::from(c.0)].name, &l.name)
-            }
-            // Allowlists block nothing: a detached counter keeps indices
-            // aligned without exporting an always-zero series.
-            None => Counter::default(),
-        })
-        .collect();
-    let lists = sources
+    policy::build(categories.to_vec(), &inputs)
+}
+
+fn statuses(sources: &[ListSource], loaded: &[Loaded], kept: &[Option<String>]) -> Vec<ListStatus> {
+    sources
         .iter()
         .zip(loaded)
         .zip(kept)
-        .map(|((s, l), kept)| {
-            let at = l
-                .loaded_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            metrics.set_list(&s.name, l.parsed.len(), at);
-            ListStatus {
-                name: s.name.clone(),
-                path: s.path.clone(),
-                format: Some(l.parsed.format()),
-                rules: l.parsed.len(),
-                skipped: l.parsed.skipped().clone(),
-                loaded_at: l.loaded_at,
-                kept_because: kept.clone(),
-            }
+        .map(|((s, l), kept)| ListStatus {
+            name: s.name.clone(),
+            path: s.path.clone(),
+            format: Some(l.parsed.format()),
+            rules: l.parsed.len(),
+            skipped: l.parsed.skipped().clone(),
+            loaded_at: l.loaded_at,
+            kept_because: kept.clone(),
         })
-        .collect();
-    Ok(Snapshot {
-        policy,
-        blocked,
-        lists,
-    })
+        .collect()
 }

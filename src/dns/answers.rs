@@ -1,13 +1,22 @@
-//! Answers the server writes itself: blocked names, errors, truncation.
+//! Stage 6, response: every answer the server sends is written here, into
+//! a caller-owned buffer, so a blocked or cached answer allocates nothing.
 //!
-//! Everything here writes into a caller-owned buffer, so answering a blocked
-//! name allocates nothing.
+//! - [`blocked`]: the policy's answer (SPEC's table).
+//! - [`forwarded`]: an upstream's answer, fresh or from the cache, with the
+//!   client's ID, flags and question and the TTLs counted down.
+//! - [`error`]: FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL.
+//! - [`fit`]: what does not fit the transport goes out truncated.
+//!
+//! Our OPT record is appended in exactly one place, [`put_our_opt`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::parse::Query;
+use super::request::Transport;
 use super::wire::{
-    CLASS_IN, EXT_RCODE_BADVERS, FLAG_TC, HEADER_LEN, Labels, Query, RCODE_NOERROR, RCODE_NXDOMAIN,
-    RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_SOA, put_header, put_opt, response_flags,
+    CLASS_IN, Edns, FLAG_AD, FLAG_TC, HEADER_LEN, Labels, MAX_MESSAGE_LEN, OPTION_EDE, RCODE_MASK,
+    RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_SOA, bump_count,
+    put_header, put_opt, response_flags,
 };
 use crate::policy::Action;
 
@@ -18,8 +27,8 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 /// RFC 8914 INFO-CODEs we use.
 pub const EDE_FORGED_ANSWER: u16 = 4;
 pub const EDE_BLOCKED: u16 = 15;
+pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
 pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
-const EDE_OPTION: u16 = 15;
 /// Longest EXTRA-TEXT we send, so a long category name cannot bloat answers.
 const MAX_EDE_TEXT: usize = 200;
 
@@ -43,6 +52,53 @@ pub struct Blocked<'a> {
     pub list: &'a str,
 }
 
+/// What goes into our OPT besides the basics.
+#[derive(Debug, Clone, Copy)]
+pub enum Extra<'a> {
+    None,
+    /// One Extended DNS Error of ours, its text given in parts (joined
+    /// without allocating, cut at [`MAX_EDE_TEXT`]).
+    Ede {
+        code: u16,
+        text: &'a [&'a [u8]],
+    },
+    /// The upstream's own EDE options, as whole TLVs, passed on.
+    Relayed(&'a [u8]),
+}
+
+/// Appends our OPT (when the query had EDNS) and counts it in ARCOUNT.
+pub fn put_our_opt(out: &mut Vec<u8>, edns: Option<Edns>, ext_rcode: u8, extra: Extra<'_>) {
+    let Some(edns) = edns else {
+        return;
+    };
+    match extra {
+        Extra::None => put_opt(out, EDNS_PAYLOAD, ext_rcode, edns.dnssec_ok, &[]),
+        Extra::Relayed(options) => {
+            put_opt(out, EDNS_PAYLOAD, ext_rcode, edns.dnssec_ok, &[options])
+        }
+        Extra::Ede { code, text } => {
+            let full: usize = text.iter().map(|t| t.len()).sum();
+            let text_len = full.min(MAX_EDE_TEXT);
+            let option_len = (2 + text_len) as u16;
+            let mut head = [0u8; 6];
+            head[..2].copy_from_slice(&OPTION_EDE.to_be_bytes());
+            head[2..4].copy_from_slice(&option_len.to_be_bytes());
+            head[4..6].copy_from_slice(&code.to_be_bytes());
+            put_opt(out, EDNS_PAYLOAD, ext_rcode, edns.dnssec_ok, &[&head]);
+            // put_opt counted the head only; count the text, then add it.
+            let rdlen_at = out.len() - head.len() - 2;
+            out[rdlen_at..rdlen_at + 2].copy_from_slice(&(4 + option_len).to_be_bytes());
+            let mut left = text_len;
+            for t in text {
+                let take = t.len().min(left);
+                out.extend_from_slice(&t[..take]);
+                left -= take;
+            }
+        }
+    }
+    bump_count(out, 10, 1);
+}
+
 /// Writes the answer for a blocked name (SPEC "What a client receives").
 pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockStyle) {
     out.clear();
@@ -58,12 +114,7 @@ pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockS
         Action::Nodata | Action::Redirect => RCODE_NOERROR,
     };
     let soa = b.action != Action::Refused && !answer;
-    let counts = [
-        1,
-        u16::from(answer),
-        u16::from(soa),
-        u16::from(q.edns.is_some()),
-    ];
+    let counts = [1, u16::from(answer), u16::from(soa), 0];
     put_header(out, q.id, response_flags(q.flags, rcode), counts);
     out.extend_from_slice(q.question);
 
@@ -105,94 +156,120 @@ pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockS
             out.extend_from_slice(&field.to_be_bytes());
         }
     }
-    if let Some(edns) = q.edns {
-        let code = if b.action == Action::Redirect {
-            EDE_FORGED_ANSWER
-        } else {
-            EDE_BLOCKED
-        };
-        put_opt_with_ede(
-            out,
-            edns.dnssec_ok,
-            code,
-            &[
-                b"blocked: category ",
-                b.category.as_bytes(),
-                b", list ",
-                b.list.as_bytes(),
-            ],
-        );
-    }
+    let code = if b.action == Action::Redirect {
+        EDE_FORGED_ANSWER
+    } else {
+        EDE_BLOCKED
+    };
+    let text: [&[u8]; 4] = [
+        b"blocked: category ",
+        b.category.as_bytes(),
+        b", list ",
+        b.list.as_bytes(),
+    ];
+    put_our_opt(out, q.edns, 0, Extra::Ede { code, text: &text });
 }
 
-/// Appends our OPT carrying one Extended DNS Error, its text given in parts
-/// (joined without allocating, cut at [`MAX_EDE_TEXT`]).
-pub fn put_opt_with_ede(out: &mut Vec<u8>, dnssec_ok: bool, code: u16, text: &[&[u8]]) {
-    let full: usize = text.iter().map(|t| t.len()).sum();
-    let text_len = full.min(MAX_EDE_TEXT);
-    let option_len = 2 + text_len;
-    let mut header = [0u8; 6];
-    header[..2].copy_from_slice(&EDE_OPTION.to_be_bytes());
-    header[2..4].copy_from_slice(&(option_len as u16).to_be_bytes());
-    header[4..6].copy_from_slice(&code.to_be_bytes());
-    put_opt(out, EDNS_PAYLOAD, 0, dnssec_ok, &[&header]);
-    // put_opt wrote rdlen = 6; fix it to include the text, then append it.
-    let rdlen_at = out.len() - header.len() - 2;
-    out[rdlen_at..rdlen_at + 2].copy_from_slice(&((4 + option_len) as u16).to_be_bytes());
-    let mut left = text_len;
-    for t in text {
-        let take = t.len().min(left);
-        out.extend_from_slice(&t[..take]);
-        left -= take;
-    }
+/// An upstream's answer, as validated (fresh) or stored (cached).
+#[derive(Debug, Clone, Copy)]
+pub struct Upstreamed<'a> {
+    /// The message without its OPT record, TTLs sanitised.
+    pub msg: &'a [u8],
+    /// Where its TTL fields are: two bytes each, little-endian offsets.
+    pub ttl_offsets: &'a [u8],
+    /// The upstream judged the data authentic (its AD bit).
+    pub ad: bool,
+    /// The upstream's EDE options (whole TLVs), passed on to the client.
+    pub ede: &'a [u8],
 }
 
-/// An error answer to a readable query: the question is echoed, and an OPT
-/// added when the query had one. `ede` adds an Extended DNS Error code.
-pub fn error(out: &mut Vec<u8>, q: &Query<'_>, rcode: u8, ede: Option<(u16, &str)>) {
+/// Writes an upstream's answer for `q`: the client's ID, flags and
+/// question; the upstream's RCODE, sections, and AD when the client asked
+/// for it (AD or DO set, RFC 6840 §5.7); TTLs less `elapsed` seconds.
+pub fn forwarded(
+    out: &mut Vec<u8>,
+    q: &Query<'_>,
+    a: &Upstreamed<'_>,
+    elapsed: u32,
+    transport: Transport,
+) {
     out.clear();
-    let counts = [1, 0, 0, u16::from(q.edns.is_some())];
-    put_header(out, q.id, response_flags(q.flags, rcode), counts);
-    out.extend_from_slice(q.question);
-    if let Some(edns) = q.edns {
-        match ede {
-            Some((code, text)) => put_opt_with_ede(out, edns.dnssec_ok, code, &[text.as_bytes()]),
-            None => put_opt(out, EDNS_PAYLOAD, 0, edns.dnssec_ok, &[]),
+    out.extend_from_slice(a.msg);
+    out[0..2].copy_from_slice(&q.id.to_be_bytes());
+    let stored = u16::from_be_bytes([out[2], out[3]]);
+    let mut flags = response_flags(q.flags, 0) | (stored & RCODE_MASK);
+    if a.ad && (q.ad() || q.dnssec_ok()) {
+        flags |= FLAG_AD;
+    }
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    // The question as this client spelt it (the stored one may differ in case).
+    let end = (HEADER_LEN + q.question.len()).min(out.len());
+    out[HEADER_LEN..end].copy_from_slice(&q.question[..end - HEADER_LEN]);
+    if elapsed > 0 {
+        for pair in a.ttl_offsets.chunks_exact(2) {
+            let at = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+            let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+            out[at..at + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
         }
     }
+    let extra = if a.ede.is_empty() {
+        Extra::None
+    } else {
+        Extra::Relayed(a.ede)
+    };
+    put_our_opt(out, q.edns, 0, extra);
+    fit(out, q.id, q.question, q.edns, transport);
 }
 
-/// An error answer to a packet whose question could not be read: the header
-/// alone (FORMERR, NOTIMP), or with our OPT for BADVERS.
-pub fn header_only(out: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u8, badvers: bool) {
+/// An error answer: the header, the question when there is one to echo,
+/// and our OPT when the query had EDNS. `rcode` may be extended (BADVERS
+/// is 16: 0 in the header, 1 in the OPT).
+pub fn error(
+    out: &mut Vec<u8>,
+    id: u16,
+    query_flags: u16,
+    question: Option<&[u8]>,
+    edns: Option<Edns>,
+    rcode: u16,
+    extra: Extra<'_>,
+) {
     out.clear();
+    let counts = [u16::from(question.is_some()), 0, 0, 0];
     put_header(
         out,
         id,
-        response_flags(query_flags, rcode),
-        [0, 0, 0, u16::from(badvers)],
+        response_flags(query_flags, (rcode & 0xF) as u8),
+        counts,
     );
-    if badvers {
-        put_opt(out, EDNS_PAYLOAD, EXT_RCODE_BADVERS, false, &[]);
+    if let Some(q) = question {
+        out.extend_from_slice(q);
     }
+    put_our_opt(out, edns, (rcode >> 4) as u8, extra);
 }
 
 /// The most a UDP answer to this query may carry.
-pub fn udp_limit(q: &Query<'_>) -> usize {
-    match q.edns {
+pub fn udp_limit(edns: Option<Edns>) -> usize {
+    match edns {
         Some(e) => usize::from(e.payload.clamp(512, EDNS_PAYLOAD)),
         None => 512,
     }
 }
 
-/// Replaces an answer that does not fit with header + question (+ OPT) and
-/// TC=1, so the client retries over TCP.
-pub fn truncate(out: &mut Vec<u8>, q: &Query<'_>) {
+/// Makes an answer fit its transport: over UDP the client's limit, over
+/// TCP a frame's 65,535 bytes. What does not fit is replaced by the header,
+/// question and OPT with TC=1, so the client retries over TCP (or, over
+/// TCP, learns the answer was cut).
+pub fn fit(out: &mut Vec<u8>, id: u16, question: &[u8], edns: Option<Edns>, transport: Transport) {
+    let limit = match transport {
+        Transport::Udp => udp_limit(edns),
+        Transport::Tcp => MAX_MESSAGE_LEN,
+    };
+    if out.len() <= limit {
+        return;
+    }
     let flags = u16::from_be_bytes([out[2], out[3]]) | FLAG_TC;
     out.clear();
-    put_header(out, q.id, flags, [1, 0, 0, u16::from(q.edns.is_some())]);
-    out.extend_from_slice(q.question);
-    if let Some(edns) = q.edns {
-        put_opt(out, EDNS_PAYLOAD, 0, edns.dnssec_ok, &[]);
-    }
+    put_header(out, id, flags, [1, 0, 0, 0]);
+    out.extend_from_slice(question);
+    put_our_opt(out, edns, 0, Extra::None);
 }

@@ -1,46 +1,57 @@
-//! The answer cache: upstream responses kept as ready-to-send bytes.
+//! Stage 4, cache: a bounded store of upstream answers, as bytes.
 //!
-//! An entry is the upstream's response with its OPT record removed, plus the
-//! offsets of every TTL in it. A hit copies the bytes, writes the client's ID,
-//! flags and question (so its case is echoed exactly), counts the TTLs down
-//! and appends our own OPT: no decoding, no allocation beyond the copy.
+//! Its one job is keeping answers: [`Cache::lookup`] lends a live entry to
+//! the caller (who renders it with `answers::forwarded`), [`Cache::insert`]
+//! stores a validated one, and a full shard evicts to make room. What may
+//! be cached and for how long is decided before the answer gets here (the
+//! upstream stage's validation); how it is shown to a client, after
+//! (`answers`).
 //!
-//! Keys are (lowercased name, type, class, DO, CD). The map is sharded by
-//! key hash so workers rarely meet on a lock; each shard is bounded and
-//! evicts the soonest-expiring of a few sampled entries when full.
+//! Keys are the lowercase name, type, class and the DO and CD bits: DO
+//! changes the records (signatures), CD what an upstream may return. AD is
+//! not in the key: the upstream's verdict is stored and each client gets
+//! the AD bit only if it asked (RFC 6840 §5.7), whatever the order in
+//! which clients asked.
+//!
+//! Layout, and why: each shard keeps its entries in one dense vector and a
+//! map from the key's 64-bit hash to a position in it. Dense storage makes
+//! eviction a true random sample (pick positions at random, evict the one
+//! that expires first, as Redis does): sampling a hash map's iteration
+//! order instead always lands on the same region of the table. An entry is
+//! one allocation: key, message, TTL offsets and EDE options packed
+//! together. The key's hash is SipHash with a per-process random key, so
+//! nobody can aim many names at one map slot; two keys that share all 64
+//! bits simply evict each other (the full key is compared on lookup).
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxBuildHasher;
-
-use super::answers::{EDNS_PAYLOAD, truncate, udp_limit};
-use super::wire::{
-    FLAG_AD, HEADER_LEN, Query, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_OPT, TYPE_SOA, put_opt,
-    read_record, read_u16, read_u32, response_flags,
-};
+use super::answers::Upstreamed;
 
 /// Longest TTL we keep an answer for, whatever upstream says (Unbound's
-/// `cache-max-ttl` default).
+/// `cache-max-ttl` default); the upstream stage caps relayed TTLs to it too.
 pub const MAX_TTL: u32 = 86_400;
 const SHARDS: usize = 64;
+/// Entries compared per eviction; 8 finds one among the soonest-expiring
+/// eighth of a shard with probability 1 − (7/8)^8 ≈ 0.66, at 8 reads.
 const EVICTION_SAMPLE: usize = 8;
+const KEY_CAP: usize = 5 + 255;
 
 /// Stack-built cache key: flags byte, type, class, lowercase wire name.
 pub struct Key {
-    buf: [u8; 5 + 255],
+    buf: [u8; KEY_CAP],
     len: usize,
 }
 
 impl Key {
-    pub fn new(q: &Query<'_>) -> Self {
-        let mut buf = [0u8; 5 + 255];
-        buf[0] = u8::from(q.dnssec_ok()) | u8::from(q.cd()) << 1;
-        buf[1..3].copy_from_slice(&q.qtype.to_be_bytes());
-        buf[3..5].copy_from_slice(&q.qclass.to_be_bytes());
-        let name = &q.qname[..q.qname.len().min(255)];
+    pub fn new(qname: &[u8], qtype: u16, qclass: u16, dnssec_ok: bool, cd: bool) -> Self {
+        let mut buf = [0u8; KEY_CAP];
+        buf[0] = u8::from(dnssec_ok) | u8::from(cd) << 1;
+        buf[1..3].copy_from_slice(&qtype.to_be_bytes());
+        buf[3..5].copy_from_slice(&qclass.to_be_bytes());
+        let name = &qname[..qname.len().min(KEY_CAP - 5)];
         for (d, s) in buf[5..].iter_mut().zip(name) {
             *d = s.to_ascii_lowercase();
         }
@@ -55,161 +66,112 @@ impl Key {
     }
 }
 
-/// A cacheable upstream response.
-pub struct Entry {
-    /// Response bytes without OPT (ARCOUNT adjusted).
-    bytes: Box<[u8]>,
-    ttl_offsets: Box<[u16]>,
-    question_len: usize,
+/// One stored answer: `data` is key, message, TTL offsets, EDE options.
+struct Entry {
+    hash: u64,
+    data: Box<[u8]>,
+    key_len: u16,
+    msg_len: u16,
+    offsets_len: u16,
+    ad: bool,
     stored: Instant,
     expires: Instant,
 }
 
-/// What a walk of an upstream response found.
-pub struct Analysis {
-    /// Response with the OPT record cut out, if it had one at the end.
-    pub without_opt: Vec<u8>,
-    pub ttl_offsets: Vec<u16>,
-    /// How long the answer may be cached (RFC 2308 for negative answers);
-    /// `None` when it must not be.
-    pub cache_ttl: Option<u32>,
-    pub rcode: u8,
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..usize::from(self.key_len)]
+    }
+
+    fn answer(&self) -> Upstreamed<'_> {
+        let k = usize::from(self.key_len);
+        let m = k + usize::from(self.msg_len);
+        let o = m + usize::from(self.offsets_len);
+        Upstreamed {
+            msg: &self.data[k..m],
+            ttl_offsets: &self.data[m..o],
+            ad: self.ad,
+            ede: &self.data[o..],
+        }
+    }
 }
 
-/// Walks an upstream response: validates its structure, finds its TTLs and
-/// OPT, and decides how long it may be cached. `None` means the bytes are not
-/// a well-formed message (or carry OPT anywhere but last, which we then pass
-/// on without caching).
-pub fn analyse(resp: &[u8], question_len: usize) -> Option<Analysis> {
-    let flags = read_u16(resp, 2)?;
-    let rcode = (flags & 0xF) as u8;
-    let an = read_u16(resp, 6)?;
-    let ns = read_u16(resp, 8)?;
-    let ar = read_u16(resp, 10)?;
-    let mut pos = HEADER_LEN + question_len;
-    if resp.len() < pos {
-        return None;
-    }
-    let mut ttl_offsets = Vec::with_capacity(usize::from(an) + usize::from(ns) + usize::from(ar));
-    let mut min_ttl = u32::MAX;
-    let mut negative_ttl = None;
-    let mut opt: Option<(usize, usize, u8)> = None;
-    let total = usize::from(an) + usize::from(ns) + usize::from(ar);
-    for i in 0..total {
-        let rr = read_record(resp, pos)?;
-        if rr.rtype == TYPE_OPT {
-            if opt.is_some() || i < usize::from(an) + usize::from(ns) {
-                return None;
-            }
-            opt = Some((pos, rr.end, (rr.ttl >> 24) as u8));
-        } else {
-            ttl_offsets.push(u16::try_from(rr.ttl_at).ok()?);
-            min_ttl = min_ttl.min(rr.ttl);
-            let in_authority = i >= usize::from(an) && i < usize::from(an) + usize::from(ns);
-            if in_authority && rr.rtype == TYPE_SOA && rr.end >= rr.rdata_at + 20 {
-                let minimum = read_u32(resp, rr.end - 4)?;
-                negative_ttl = Some((rr.ttl.min(minimum), rr.ttl_at));
-            }
-        }
-        pos = rr.end;
-    }
-    let mut without_opt = resp[..pos].to_vec();
-    let mut ext_rcode = 0;
-    if let Some((start, end, ext)) = opt {
-        if end != pos {
-            return None;
-        }
-        ext_rcode = ext;
-        without_opt.truncate(start);
-        without_opt[10..12].copy_from_slice(&(ar - 1).to_be_bytes());
-    }
-    let truncated = flags & super::wire::FLAG_TC != 0;
-    let negative = rcode == RCODE_NXDOMAIN || (rcode == RCODE_NOERROR && an == 0);
-    if negative && let Some((ttl, at)) = negative_ttl {
-        // RFC 2308 §5: the SOA of a negative answer is served with the
-        // negative TTL, or clients would keep the denial for the SOA's TTL.
-        without_opt[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
-    }
-    let negative_ttl = negative_ttl.map(|(ttl, _)| ttl);
-    let cache_ttl =
-        if truncated || ext_rcode != 0 || !(rcode == RCODE_NOERROR || rcode == RCODE_NXDOMAIN) {
-            None
-        } else if negative {
-            negative_ttl
-        } else {
-            Some(min_ttl)
-        };
-    Some(Analysis {
-        without_opt,
-        ttl_offsets,
-        cache_ttl: cache_ttl
-            .filter(|t| *t > 0 && *t != u32::MAX)
-            .map(|t| t.min(MAX_TTL)),
-        rcode,
-    })
-}
+/// The map's keys are already keyed hashes: pass them through.
+#[derive(Default)]
+struct PassThrough(u64);
 
-/// Writes a response for `q` from stored bytes: the client's ID, flags and
-/// question; TTLs reduced by `elapsed` seconds; our OPT; truncated for UDP.
-pub fn render(
-    out: &mut Vec<u8>,
-    q: &Query<'_>,
-    bytes: &[u8],
-    ttl_offsets: &[u16],
-    elapsed: u32,
-    udp: bool,
-) {
-    out.clear();
-    out.extend_from_slice(bytes);
-    out[0..2].copy_from_slice(&q.id.to_be_bytes());
-    let stored = u16::from_be_bytes([out[2], out[3]]);
-    // RCODE and AD are the upstream's; the rest is ours or the client's.
-    let flags = response_flags(q.flags, 0) | (stored & (0xF | FLAG_AD));
-    out[2..4].copy_from_slice(&flags.to_be_bytes());
-    out[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
-    if elapsed > 0 {
-        for &at in ttl_offsets {
-            let at = usize::from(at);
-            let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
-            out[at..at + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in case that changes.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    if let Some(edns) = q.edns {
-        let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
-        out[10..12].copy_from_slice(&ar.to_be_bytes());
-        put_opt(out, EDNS_PAYLOAD, 0, edns.dnssec_ok, &[]);
-    }
-    if udp && out.len() > udp_limit(q) {
-        truncate(out, q);
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
 struct Shard {
-    map: HashMap<Box<[u8]>, Entry, FxBuildHasher>,
+    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    entries: Vec<Entry>,
+    /// xorshift state for eviction samples.
+    rng: u64,
 }
 
-/// The bounded, sharded answer cache.
+impl Shard {
+    fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let i = *self.index.get(&hash)? as usize;
+        (self.entries[i].key() == key).then_some(i)
+    }
+
+    fn remove(&mut self, i: usize) {
+        let gone = self.entries.swap_remove(i);
+        self.index.remove(&gone.hash);
+        if let Some(moved) = self.entries.get(i) {
+            self.index.insert(moved.hash, i as u32);
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Evicts the soonest-expiring of a random sample (expired entries
+    /// expire soonest of all).
+    fn evict_one(&mut self) {
+        let n = self.entries.len();
+        if n == 0 {
+            return;
+        }
+        let mut victim = (self.next_random() % n as u64) as usize;
+        for _ in 1..EVICTION_SAMPLE.min(n) {
+            let i = (self.next_random() % n as u64) as usize;
+            if self.entries[i].expires < self.entries[victim].expires {
+                victim = i;
+            }
+        }
+        self.remove(victim);
+    }
+}
+
+/// The bounded, sharded answer store.
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: FxBuildHasher,
-}
-
-/// Outcome of a lookup.
-pub enum Lookup {
-    /// `out` holds the answer.
-    Hit,
-    Miss,
+    hasher: RandomState,
 }
 
 impl Cache {
     /// A cache of about `capacity` entries; 0 disables it.
     pub fn new(capacity: usize) -> Self {
-        let shards = if capacity == 0 {
-            0
-        } else {
-            SHARDS.min(capacity)
-        };
+        let shards = SHARDS.min(capacity);
         let per_shard = if shards == 0 {
             0
         } else {
@@ -219,84 +181,100 @@ impl Cache {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::with_hasher(FxBuildHasher),
+                        index: HashMap::default(),
+                        entries: Vec::new(),
+                        rng: rand::random::<u64>() | 1,
                     })
                 })
                 .collect(),
             per_shard,
-            hasher: FxBuildHasher,
+            hasher: RandomState::new(),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> Option<&Mutex<Shard>> {
+    pub fn is_enabled(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
+    fn shard(&self, key: &Key) -> Option<(u64, &Mutex<Shard>)> {
         if self.shards.is_empty() {
             return None;
         }
-        let h = self.hasher.hash_one(key);
-        Some(&self.shards[(h >> 40) as usize % self.shards.len()])
+        let h = self.hasher.hash_one(key.bytes());
+        Some((h, &self.shards[(h >> 40) as usize % self.shards.len()]))
     }
 
-    /// Renders a cached answer for `q` into `out` if there is a live one.
-    pub fn lookup(&self, q: &Query<'_>, out: &mut Vec<u8>, udp: bool, now: Instant) -> Lookup {
-        let key = Key::new(q);
-        let Some(shard) = self.shard(key.bytes()) else {
-            return Lookup::Miss;
-        };
-        let Ok(mut shard) = shard.lock() else {
-            return Lookup::Miss;
-        };
-        let Some(entry) = shard.map.get(key.bytes()) else {
-            return Lookup::Miss;
-        };
-        if now >= entry.expires || entry.question_len != q.question.len() {
-            shard.map.remove(key.bytes());
-            return Lookup::Miss;
+    /// Lends the live entry for `key` to `read`, with its age in whole
+    /// seconds. An expired entry is removed and is a miss.
+    pub fn lookup<R>(
+        &self,
+        key: &Key,
+        now: Instant,
+        read: impl FnOnce(&Upstreamed<'_>, u32) -> R,
+    ) -> Option<R> {
+        let (hash, shard) = self.shard(key)?;
+        let mut shard = shard.lock().ok()?;
+        let i = shard.position(hash, key.bytes())?;
+        let entry = &shard.entries[i];
+        if now >= entry.expires {
+            shard.remove(i);
+            return None;
         }
-        let elapsed = now.saturating_duration_since(entry.stored).as_secs() as u32;
-        render(out, q, &entry.bytes, &entry.ttl_offsets, elapsed, udp);
-        Lookup::Hit
+        let age = now.saturating_duration_since(entry.stored).as_secs() as u32;
+        Some(read(&entry.answer(), age))
     }
 
-    /// Stores an analysed response for `q`, if it may be cached.
-    pub fn insert(&self, q: &Query<'_>, analysis: &Analysis, now: Instant) {
-        let Some(ttl) = analysis.cache_ttl else {
+    /// Stores `answer` under `key` for `ttl` seconds from `now`.
+    pub fn insert(&self, key: &Key, answer: &Upstreamed<'_>, ttl: u32, now: Instant) {
+        let Some((hash, shard)) = self.shard(key) else {
             return;
         };
-        let key = Key::new(q);
-        let Some(shard) = self.shard(key.bytes()) else {
+        let (Ok(key_len), Ok(msg_len), Ok(offsets_len)) = (
+            u16::try_from(key.bytes().len()),
+            u16::try_from(answer.msg.len()),
+            u16::try_from(answer.ttl_offsets.len()),
+        ) else {
             return;
         };
-        let Ok(mut shard) = shard.lock() else {
-            return;
-        };
-        if shard.map.len() >= self.per_shard && !shard.map.contains_key(key.bytes()) {
-            let victim = shard
-                .map
-                .iter()
-                .take(EVICTION_SAMPLE)
-                .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                shard.map.remove(&victim);
-            }
-        }
-        shard.map.insert(
-            key.bytes().into(),
-            Entry {
-                bytes: analysis.without_opt.as_slice().into(),
-                ttl_offsets: analysis.ttl_offsets.as_slice().into(),
-                question_len: q.question.len(),
-                stored: now,
-                expires: now + Duration::from_secs(u64::from(ttl)),
-            },
+        let mut data = Vec::with_capacity(
+            key.bytes().len() + answer.msg.len() + answer.ttl_offsets.len() + answer.ede.len(),
         );
+        data.extend_from_slice(key.bytes());
+        data.extend_from_slice(answer.msg);
+        data.extend_from_slice(answer.ttl_offsets);
+        data.extend_from_slice(answer.ede);
+        let entry = Entry {
+            hash,
+            data: data.into_boxed_slice(),
+            key_len,
+            msg_len,
+            offsets_len,
+            ad: answer.ad,
+            stored: now,
+            expires: now + Duration::from_secs(u64::from(ttl.min(MAX_TTL))),
+        };
+        let Ok(mut shard) = shard.lock() else {
+            return;
+        };
+        // Same hash: the same key (replace it), or the rare other key that
+        // shares all 64 bits (which this one then evicts).
+        if let Some(&i) = shard.index.get(&hash) {
+            shard.entries[i as usize] = entry;
+            return;
+        }
+        if shard.entries.len() >= self.per_shard {
+            shard.evict_one();
+        }
+        let i = shard.entries.len() as u32;
+        shard.entries.push(entry);
+        shard.index.insert(hash, i);
     }
 
     /// Entries held now (for the gauge).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.map.len()))
+            .map(|s| s.lock().map_or(0, |s| s.entries.len()))
             .sum()
     }
 
@@ -308,113 +286,67 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::wire::{CLASS_IN, FLAG_QR, FLAG_RA, FLAG_RD, TYPE_A, parse_query, put_header};
 
-    fn query(name: &[u8], edns: bool) -> Vec<u8> {
-        let mut q = Vec::new();
-        put_header(&mut q, 7, FLAG_RD, [1, 0, 0, u16::from(edns)]);
-        q.extend_from_slice(name);
-        q.extend_from_slice(&TYPE_A.to_be_bytes());
-        q.extend_from_slice(&CLASS_IN.to_be_bytes());
-        if edns {
-            put_opt(&mut q, 1232, 0, false, &[]);
+    fn key(name: &str) -> Key {
+        let mut wire = Vec::new();
+        for l in name.split('.') {
+            wire.push(l.len() as u8);
+            wire.extend_from_slice(l.as_bytes());
         }
-        q
+        wire.push(0);
+        Key::new(&wire, 1, 1, false, false)
     }
 
-    /// An upstream answer: one A record with `ttl`, then an OPT.
-    fn answer(name: &[u8], ttl: u32) -> Vec<u8> {
-        let mut r = Vec::new();
-        put_header(
-            &mut r,
-            99,
-            FLAG_QR | FLAG_RD | FLAG_RA | FLAG_AD,
-            [1, 1, 0, 1],
-        );
-        r.extend_from_slice(name);
-        r.extend_from_slice(&TYPE_A.to_be_bytes());
-        r.extend_from_slice(&CLASS_IN.to_be_bytes());
-        r.extend_from_slice(&[0xC0, 12]);
-        r.extend_from_slice(&TYPE_A.to_be_bytes());
-        r.extend_from_slice(&CLASS_IN.to_be_bytes());
-        r.extend_from_slice(&ttl.to_be_bytes());
-        r.extend_from_slice(&4u16.to_be_bytes());
-        r.extend_from_slice(&[192, 0, 2, 1]);
-        put_opt(&mut r, 4096, 0, false, &[]);
-        r
+    fn answer(tag: u8) -> ([u8; 16], [u8; 2]) {
+        let mut msg = [0u8; 16];
+        msg[12] = tag;
+        (msg, 12u16.to_le_bytes())
     }
 
-    #[test]
-    fn analyse_strips_opt_and_finds_ttls() {
-        let name = b"\x03www\x07example\x00";
-        let a = analyse(&answer(name, 300), name.len() + 4).unwrap();
-        assert_eq!(a.cache_ttl, Some(300));
-        assert_eq!(a.ttl_offsets.len(), 1);
-        assert_eq!(read_u16(&a.without_opt, 10), Some(0));
+    fn put(cache: &Cache, name: &str, tag: u8, ttl: u32, now: Instant) {
+        let (msg, offsets) = answer(tag);
+        let a = Upstreamed {
+            msg: &msg,
+            ttl_offsets: &offsets,
+            ad: tag.is_multiple_of(2),
+            ede: &[],
+        };
+        cache.insert(&key(name), &a, ttl, now);
+    }
+
+    fn get(cache: &Cache, name: &str, now: Instant) -> Option<(u8, u32, bool)> {
+        cache.lookup(&key(name), now, |a, age| (a.msg[12], age, a.ad))
     }
 
     #[test]
-    fn negative_answer_soa_ttl_is_capped_by_minimum() {
-        let name = b"\x02nx\x04test\x00";
-        let mut r = Vec::new();
-        put_header(
-            &mut r,
-            1,
-            FLAG_QR | FLAG_RA | u16::from(RCODE_NXDOMAIN),
-            [1, 0, 1, 0],
-        );
-        r.extend_from_slice(name);
-        r.extend_from_slice(&TYPE_A.to_be_bytes());
-        r.extend_from_slice(&CLASS_IN.to_be_bytes());
-        r.extend_from_slice(&[0xC0, 15]); // owner: "test."
-        r.extend_from_slice(&TYPE_SOA.to_be_bytes());
-        r.extend_from_slice(&CLASS_IN.to_be_bytes());
-        r.extend_from_slice(&300u32.to_be_bytes());
-        r.extend_from_slice(&24u16.to_be_bytes());
-        r.extend_from_slice(&[0xC0, 15, 0xC0, 15]); // mname, rname
-        for v in [1u32, 2, 3, 4, 5] {
-            r.extend_from_slice(&v.to_be_bytes());
-        }
-        let a = analyse(&r, name.len() + 4).unwrap();
-        assert_eq!(a.cache_ttl, Some(5));
-        assert_eq!(
-            read_u32(&a.without_opt, usize::from(a.ttl_offsets[0])),
-            Some(5)
-        );
-    }
-
-    #[test]
-    fn hit_echoes_question_case_and_counts_ttl_down() {
+    fn stores_and_lends_with_age_until_expiry() {
         let cache = Cache::new(100);
-        let stored_q = query(b"\x03www\x07example\x00", true);
-        let q = parse_query(&stored_q).unwrap();
-        let a = analyse(&answer(b"\x03www\x07example\x00", 300), q.question.len()).unwrap();
         let t0 = Instant::now();
-        cache.insert(&q, &a, t0);
-
-        let asked = query(b"\x03WwW\x07EXAMPLE\x00", true);
-        let q2 = parse_query(&asked).unwrap();
-        let mut out = Vec::new();
-        assert!(matches!(
-            cache.lookup(&q2, &mut out, true, t0 + Duration::from_secs(5)),
-            Lookup::Hit
-        ));
-        assert_eq!(&out[0..2], &7u16.to_be_bytes());
-        assert_eq!(&out[12..12 + q2.question.len()], q2.question);
-        let ttl_at = a.ttl_offsets[0] as usize;
-        assert_eq!(read_u32(&out, ttl_at), Some(295));
-        assert_eq!(read_u16(&out, 10), Some(1), "our OPT is appended");
-        assert_ne!(
-            u16::from_be_bytes([out[2], out[3]]) & FLAG_AD,
-            0,
-            "AD passes through"
+        put(&cache, "www.example", 4, 300, t0);
+        assert_eq!(
+            get(&cache, "www.example", t0 + Duration::from_secs(5)),
+            Some((4, 5, true))
         );
+        // The key ignores case.
+        assert_eq!(get(&cache, "WWW.Example", t0).map(|(t, _, _)| t), Some(4));
+        assert_eq!(
+            get(&cache, "www.example", t0 + Duration::from_secs(300)),
+            None
+        );
+        assert!(cache.is_empty(), "an expired entry is removed on lookup");
+    }
 
-        // Expired entries are gone.
-        assert!(matches!(
-            cache.lookup(&q2, &mut out, true, t0 + Duration::from_secs(301)),
-            Lookup::Miss
-        ));
+    #[test]
+    fn key_separates_type_do_and_cd() {
+        let name = b"\x01a\x00";
+        let base = Key::new(name, 1, 1, false, false);
+        for other in [
+            Key::new(name, 28, 1, false, false),
+            Key::new(name, 1, 1, true, false),
+            Key::new(name, 1, 1, false, true),
+        ] {
+            assert_ne!(base.bytes(), other.bytes());
+        }
     }
 
     #[test]
@@ -422,35 +354,41 @@ mod tests {
         let cache = Cache::new(128);
         let now = Instant::now();
         for i in 0..2000u32 {
-            let name = format!("\x05n{:04}\x04test\x00", i % 10000);
-            let raw = query(name.as_bytes(), false);
-            let q = parse_query(&raw).unwrap();
-            let a = analyse(&answer(name.as_bytes(), 60), q.question.len()).unwrap();
-            cache.insert(&q, &a, now);
+            put(&cache, &format!("n{i}.test"), 1, 60, now);
         }
         assert!(cache.len() <= 128 + SHARDS, "{}", cache.len());
     }
 
     #[test]
-    fn analyse_never_panics_on_garbage() {
-        for p in crate::dns::wire::garbage_packets(200, 50) {
-            for qlen in [0, 5, 17, 300] {
-                let _ = analyse(&p, qlen);
-            }
+    fn eviction_prefers_what_expires_first_across_the_whole_table() {
+        // A full cache of short-lived entries, then as many long-lived ones:
+        // a random sample finds the short-lived wherever they sit, so nearly
+        // all of them go and nearly all of the newcomers stay. Sampling the
+        // first few entries in table order instead keeps evicting the same
+        // region, newcomers included, and leaves most short-lived ones.
+        let cache = Cache::new(4096);
+        let now = Instant::now();
+        for i in 0..4096u32 {
+            put(&cache, &format!("short{i}.test"), 1, 10, now);
         }
+        for i in 0..4096u32 {
+            put(&cache, &format!("long{i}.test"), 1, 3600, now);
+        }
+        let short = (0..4096)
+            .filter(|i| get(&cache, &format!("short{i}.test"), now).is_some())
+            .count();
+        let long = (0..4096)
+            .filter(|i| get(&cache, &format!("long{i}.test"), now).is_some())
+            .count();
+        assert!(short < 4096 / 5, "{short} short-lived entries survived");
+        assert!(long > 4096 * 4 / 5, "only {long} long-lived entries kept");
     }
 
     #[test]
     fn disabled_cache_never_hits() {
         let cache = Cache::new(0);
-        let raw = query(b"\x01a\x00", false);
-        let q = parse_query(&raw).unwrap();
-        let a = analyse(&answer(b"\x01a\x00", 60), q.question.len()).unwrap();
-        cache.insert(&q, &a, Instant::now());
-        let mut out = Vec::new();
-        assert!(matches!(
-            cache.lookup(&q, &mut out, true, Instant::now()),
-            Lookup::Miss
-        ));
+        assert!(!cache.is_enabled());
+        put(&cache, "a", 1, 60, Instant::now());
+        assert_eq!(get(&cache, "a", Instant::now()), None);
     }
 }

@@ -1,14 +1,28 @@
-//! DNS wire format, the parts the server reads and writes itself.
+//! DNS wire format: the constants, readers and writers every stage shares.
 //!
-//! Queries are parsed in place (no allocation): the header, the one question
-//! as a slice of the packet, and the OPT record. Responses from upstream are
-//! walked record by record to find their TTLs, their OPT and their SOA, so
-//! the cache can store and patch bytes instead of decoding them.
+//! Nothing here allocates except where it appends to a caller's buffer.
+//! Two name readers live here on purpose: [`question_name_end`] for a
+//! client's question (uncompressed by definition) and [`name_end`] for
+//! messages from upstream, which checks every compression pointer so a
+//! looping or forward-pointing name is caught before a client sees it.
 
 pub const HEADER_LEN: usize = 12;
+/// Longest name in wire form (RFC 1035 §2.3.4), root byte included.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest question section: the name plus type and class.
+pub const MAX_QUESTION_LEN: usize = MAX_NAME_LEN + 4;
+/// Largest DNS message there is (a TCP frame's length is a `u16`).
+pub const MAX_MESSAGE_LEN: usize = u16::MAX as usize;
+
 pub const TYPE_A: u16 = 1;
+pub const TYPE_NS: u16 = 2;
+pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_SOA: u16 = 6;
+pub const TYPE_PTR: u16 = 12;
+pub const TYPE_MX: u16 = 15;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+pub const TYPE_DNAME: u16 = 39;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
 
@@ -29,10 +43,13 @@ pub const FLAG_RD: u16 = 0x0100;
 pub const FLAG_RA: u16 = 0x0080;
 pub const FLAG_AD: u16 = 0x0020;
 pub const FLAG_CD: u16 = 0x0010;
-const OPCODE_MASK: u16 = 0x7800;
+pub const OPCODE_MASK: u16 = 0x7800;
+pub const RCODE_MASK: u16 = 0x000F;
 
 /// OPT TTL-field bit: DNSSEC OK.
 pub const EDNS_DO: u16 = 0x8000;
+/// The EDNS option carrying an Extended DNS Error (RFC 8914).
+pub const OPTION_EDE: u16 = 15;
 
 /// The EDNS facts of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,57 +57,6 @@ pub struct Edns {
     pub payload: u16,
     pub version: u8,
     pub dnssec_ok: bool,
-}
-
-/// A parsed query, borrowing the packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Query<'a> {
-    pub id: u16,
-    /// The raw flags word (QR, opcode, AA, TC, RD, RA, Z, AD, CD, RCODE).
-    pub flags: u16,
-    /// The question section as sent: name, type and class.
-    pub question: &'a [u8],
-    /// The name in wire form (length-prefixed labels, root byte included).
-    pub qname: &'a [u8],
-    pub qtype: u16,
-    pub qclass: u16,
-    pub edns: Option<Edns>,
-}
-
-impl<'a> Query<'a> {
-    pub fn opcode(&self) -> u8 {
-        ((self.flags & OPCODE_MASK) >> 11) as u8
-    }
-
-    pub fn rd(&self) -> bool {
-        self.flags & FLAG_RD != 0
-    }
-
-    pub fn cd(&self) -> bool {
-        self.flags & FLAG_CD != 0
-    }
-
-    pub fn dnssec_ok(&self) -> bool {
-        self.edns.is_some_and(|e| e.dnssec_ok)
-    }
-
-    /// The labels of the name, left to right.
-    pub fn labels(&self) -> Labels<'a> {
-        Labels::new(self.qname)
-    }
-}
-
-/// Why a packet cannot be answered normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// Not worth a reply: shorter than a header, or itself a response.
-    Drop,
-    /// The header is readable but the rest is not (FORMERR).
-    FormErr { id: u16, flags: u16 },
-    /// An opcode we do not serve (NOTIMP).
-    NotImp { id: u16, flags: u16 },
-    /// A readable query whose EDNS version we do not speak (BADVERS).
-    BadVers { id: u16, flags: u16 },
 }
 
 #[inline]
@@ -104,86 +70,29 @@ pub fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// Parses a client query. Only standard queries with exactly one question
-/// are answered; anything else is rejected with the right RCODE.
-pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, Reject> {
-    if packet.len() < HEADER_LEN {
-        return Err(Reject::Drop);
-    }
-    let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let flags = u16::from_be_bytes([packet[2], packet[3]]);
-    if flags & FLAG_QR != 0 {
-        return Err(Reject::Drop);
-    }
-    if flags & OPCODE_MASK != 0 {
-        return Err(Reject::NotImp { id, flags });
-    }
-    let formerr = Reject::FormErr { id, flags };
-    let qd = u16::from_be_bytes([packet[4], packet[5]]);
-    let an = u16::from_be_bytes([packet[6], packet[7]]);
-    let ns = u16::from_be_bytes([packet[8], packet[9]]);
-    let ar = u16::from_be_bytes([packet[10], packet[11]]);
-    if qd != 1 || an != 0 || ns != 0 {
-        return Err(formerr);
-    }
-    let name_end = question_name_end(packet, HEADER_LEN).ok_or(formerr)?;
-    let qtype = read_u16(packet, name_end).ok_or(formerr)?;
-    let qclass = read_u16(packet, name_end + 2).ok_or(formerr)?;
-    let question_end = name_end + 4;
-    let mut edns = None;
-    let mut pos = question_end;
-    for _ in 0..ar {
-        let rr = read_record(packet, pos).ok_or(formerr)?;
-        if rr.rtype == TYPE_OPT {
-            // RFC 6891: more than one OPT, or an OPT not owned by the root,
-            // is a malformed query.
-            if edns.is_some() || packet[pos] != 0 {
-                return Err(formerr);
-            }
-            let ttl = rr.ttl;
-            edns = Some(Edns {
-                payload: rr.class,
-                version: (ttl >> 16) as u8,
-                dnssec_ok: ttl as u16 & EDNS_DO != 0,
-            });
-        }
-        pos = rr.end;
-    }
-    if edns.is_some_and(|e| e.version > 0) {
-        return Err(Reject::BadVers { id, flags });
-    }
-    Ok(Query {
-        id,
-        flags,
-        question: &packet[HEADER_LEN..question_end],
-        qname: &packet[HEADER_LEN..name_end],
-        qtype,
-        qclass,
-        edns,
-    })
-}
-
 /// End of an uncompressed name starting at `pos` (a question name has
 /// nothing before it to point at, so pointers are malformed here).
-fn question_name_end(packet: &[u8], pos: usize) -> Option<usize> {
+pub fn question_name_end(packet: &[u8], pos: usize) -> Option<usize> {
     let mut p = pos;
     loop {
         let len = *packet.get(p)? as usize;
         if len == 0 {
             let end = p + 1;
-            return (end - pos <= 255).then_some(end);
+            return (end - pos <= MAX_NAME_LEN).then_some(end);
         }
         if len > 63 {
             return None;
         }
         p += 1 + len;
-        if p - pos > 255 {
+        if p - pos > MAX_NAME_LEN {
             return None;
         }
     }
 }
 
-/// Skips a possibly compressed name; returns the offset just after it.
+/// Skips a possibly compressed name without following its pointer; returns
+/// the offset just after it. Enough to walk a client's records, which we
+/// never copy into an answer.
 pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
     let start = pos;
     loop {
@@ -192,7 +101,7 @@ pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
             0 => return Some(pos + 1),
             1..=63 => {
                 pos += 1 + usize::from(len);
-                if pos - start > 255 {
+                if pos - start > MAX_NAME_LEN {
                     return None;
                 }
             }
@@ -205,9 +114,63 @@ pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// Checks a possibly compressed name in full and returns the offset just
+/// after it where it starts (not where its pointers lead).
+///
+/// Every pointer must point strictly before the pointer itself, at a label
+/// that lies before it too, so a chain of pointers only ever moves back and
+/// cannot loop; the expanded name must stay within 255 bytes. This is what
+/// a client's decoder will do with the name, done first by us.
+pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
+    let mut p = pos;
+    let mut end = None;
+    let mut expanded = 0usize;
+    // Every jump lands strictly lower than the last, so this loop ends
+    // within `msg.len()` jumps; the counter only makes that obvious.
+    let mut limit = p;
+    loop {
+        let len = *msg.get(p)?;
+        match len {
+            0 => {
+                expanded += 1;
+                if expanded > MAX_NAME_LEN {
+                    return None;
+                }
+                return Some(end.unwrap_or(p + 1));
+            }
+            1..=63 => {
+                expanded += 1 + usize::from(len);
+                if expanded > MAX_NAME_LEN {
+                    return None;
+                }
+                p += 1 + usize::from(len);
+                if p > msg.len() {
+                    return None;
+                }
+            }
+            0xC0..=0xFF => {
+                let low = *msg.get(p + 1)?;
+                let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
+                if end.is_none() {
+                    end = Some(p + 2);
+                }
+                // Strictly backwards, and before where this name began its
+                // latest stretch: a pointer into its own labels would loop.
+                if target >= limit {
+                    return None;
+                }
+                limit = target;
+                p = target;
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// One resource record's fixed fields and where its parts are.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordPos {
+    pub owner_at: usize,
     pub rtype: u16,
     pub class: u16,
     pub ttl: u32,
@@ -217,8 +180,14 @@ pub struct RecordPos {
     pub end: usize,
 }
 
-pub fn read_record(msg: &[u8], pos: usize) -> Option<RecordPos> {
-    let p = skip_name(msg, pos)?;
+/// Reads a record's fixed fields; `name` decides how its owner is read
+/// ([`skip_name`] for client queries, [`name_end`] for upstream replies).
+pub fn read_record_with(
+    msg: &[u8],
+    pos: usize,
+    name: fn(&[u8], usize) -> Option<usize>,
+) -> Option<RecordPos> {
+    let p = name(msg, pos)?;
     let rtype = read_u16(msg, p)?;
     let class = read_u16(msg, p + 2)?;
     let ttl = read_u32(msg, p + 4)?;
@@ -229,6 +198,7 @@ pub fn read_record(msg: &[u8], pos: usize) -> Option<RecordPos> {
         return None;
     }
     Some(RecordPos {
+        owner_at: pos,
         rtype,
         class,
         ttl,
@@ -236,6 +206,11 @@ pub fn read_record(msg: &[u8], pos: usize) -> Option<RecordPos> {
         rdata_at,
         end,
     })
+}
+
+/// A record of a client's message (owner pointers not followed).
+pub fn read_record(msg: &[u8], pos: usize) -> Option<RecordPos> {
+    read_record_with(msg, pos, skip_name)
 }
 
 /// Labels of a wire-form name, left to right. Iterating from the right is
@@ -247,7 +222,7 @@ pub struct Labels<'a> {
 }
 
 impl<'a> Labels<'a> {
-    /// `name` must be an uncompressed wire name (as returned in [`Query`]).
+    /// `name` must be an uncompressed wire name (as in a question).
     pub fn new(name: &'a [u8]) -> Self {
         let mut starts = [0u8; 128];
         let mut count = 0;
@@ -295,7 +270,7 @@ impl<'a> Labels<'a> {
     }
 }
 
-/// Writes a response header.
+/// Writes a message header.
 pub fn put_header(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&flags.to_be_bytes());
@@ -306,10 +281,14 @@ pub fn put_header(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
 
 /// Response flags for a query: QR and RA set; opcode, RD and CD echoed.
 pub fn response_flags(query_flags: u16, rcode: u8) -> u16 {
-    FLAG_QR | FLAG_RA | (query_flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | u16::from(rcode & 0xF)
+    FLAG_QR
+        | FLAG_RA
+        | (query_flags & (OPCODE_MASK | FLAG_RD | FLAG_CD))
+        | (u16::from(rcode) & RCODE_MASK)
 }
 
-/// Our OPT record: payload size, extended RCODE bits, DO, and options.
+/// An OPT record: payload size, extended RCODE bits, DO, and options given
+/// as whole TLVs (code, length, data), appended without copying them first.
 pub fn put_opt(out: &mut Vec<u8>, payload: u16, ext_rcode: u8, dnssec_ok: bool, options: &[&[u8]]) {
     out.push(0); // root owner
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
@@ -319,10 +298,27 @@ pub fn put_opt(out: &mut Vec<u8>, payload: u16, ext_rcode: u8, dnssec_ok: bool, 
     let flags: u16 = if dnssec_ok { EDNS_DO } else { 0 };
     out.extend_from_slice(&flags.to_be_bytes());
     let rdlen: usize = options.iter().map(|o| o.len()).sum();
-    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    out.extend_from_slice(&(rdlen.min(usize::from(u16::MAX)) as u16).to_be_bytes());
     for o in options {
         out.extend_from_slice(o);
     }
+}
+
+/// Adds `n` to a message's count field at `at` (4, 6, 8 or 10).
+pub fn bump_count(msg: &mut [u8], at: usize, n: i32) {
+    let c = i32::from(u16::from_be_bytes([msg[at], msg[at + 1]])) + n;
+    let c = c.clamp(0, i32::from(u16::MAX)) as u16;
+    msg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A message in a TCP frame: the two-byte length, then the message.
+/// `None` when it is too long for one (the caller must make it fit first).
+pub fn tcp_frame(msg: &[u8], framed: &mut Vec<u8>) -> Option<()> {
+    let len = u16::try_from(msg.len()).ok()?;
+    framed.clear();
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    Some(())
 }
 
 /// Deterministic pseudo-random packets of every length below `max_len`
@@ -348,83 +344,74 @@ pub(crate) fn garbage_packets(max_len: usize, per_len: usize) -> impl Iterator<I
 mod tests {
     use super::*;
 
-    fn query(name: &[u8], qtype: u16, opt: Option<(u16, u8, bool)>) -> Vec<u8> {
-        let mut q = Vec::new();
-        put_header(&mut q, 0x1234, FLAG_RD, [1, 0, 0, u16::from(opt.is_some())]);
-        q.extend_from_slice(name);
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&CLASS_IN.to_be_bytes());
-        if let Some((payload, version, dnssec)) = opt {
-            q.push(0);
-            q.extend_from_slice(&TYPE_OPT.to_be_bytes());
-            q.extend_from_slice(&payload.to_be_bytes());
-            q.push(0);
-            q.push(version);
-            q.extend_from_slice(&(if dnssec { EDNS_DO } else { 0 }).to_be_bytes());
-            q.extend_from_slice(&0u16.to_be_bytes());
-        }
-        q
-    }
-
-    const ZOOM: &[u8] = b"\x07US04web\x04zoom\x02us\x00";
-
     #[test]
-    fn parses_a_plain_query() {
-        let q = query(ZOOM, TYPE_A, None);
-        let p = parse_query(&q).unwrap();
-        assert_eq!(p.id, 0x1234);
-        assert_eq!(p.qname, ZOOM);
-        assert_eq!(p.qtype, TYPE_A);
-        assert!(p.edns.is_none());
-        assert!(p.rd());
-        let l = p.labels();
+    fn labels_from_the_top() {
+        let name = b"\x07US04web\x04zoom\x02us\x00";
+        let l = Labels::new(name);
         assert_eq!(l.len(), 3);
         let top: Vec<&[u8]> = l.from_top().collect();
         assert_eq!(top, vec![&b"us"[..], b"zoom", b"US04web"]);
     }
 
     #[test]
-    fn parses_edns() {
-        let q = query(ZOOM, TYPE_AAAA, Some((4096, 0, true)));
-        let e = parse_query(&q).unwrap().edns.unwrap();
-        assert_eq!(
-            e,
-            Edns {
-                payload: 4096,
-                version: 0,
-                dnssec_ok: true
-            }
-        );
+    fn name_end_follows_backward_pointers_only() {
+        // 12 bytes of header, then "a.example." at 12, then a pointer to it.
+        let mut m = vec![0u8; 12];
+        m.extend_from_slice(b"\x01a\x07example\x00");
+        let ptr_at = m.len();
+        m.extend_from_slice(&[0xC0, 12]);
+        assert_eq!(name_end(&m, 12), Some(ptr_at));
+        assert_eq!(name_end(&m, ptr_at), Some(ptr_at + 2));
+        // A pointer to itself, and a pointer forward, are loops or worse.
+        let mut looped = m.clone();
+        looped.extend_from_slice(&[0xC0, ptr_at as u8 + 2]);
+        assert_eq!(name_end(&looped, ptr_at + 2), None);
+        let mut fwd = vec![0u8; 12];
+        fwd.extend_from_slice(&[0xC0, 14, 0]);
+        assert_eq!(name_end(&fwd, 12), None);
+        // Two pointers pointing at each other.
+        let mut pair = vec![0u8; 12];
+        pair.extend_from_slice(&[0xC0, 14, 0xC0, 12]);
+        assert_eq!(name_end(&pair, 14), None);
+        // A label that points back into itself: "\x01x" then pointer to 12.
+        let mut own = vec![0u8; 12];
+        own.extend_from_slice(&[1, b'x', 0xC0, 12]);
+        assert_eq!(name_end(&own, 12), None);
     }
 
     #[test]
-    fn rejects_what_it_should() {
-        assert_eq!(parse_query(&[0; 11]), Err(Reject::Drop));
-        let mut q = query(ZOOM, TYPE_A, None);
-        q[2] |= 0x80;
-        assert_eq!(parse_query(&q), Err(Reject::Drop));
-        let mut q = query(ZOOM, TYPE_A, None);
-        q[2] |= 3 << 3; // opcode 3
-        assert!(matches!(parse_query(&q), Err(Reject::NotImp { .. })));
-        let q = query(ZOOM, TYPE_A, Some((1232, 1, false)));
-        assert!(matches!(parse_query(&q), Err(Reject::BadVers { .. })));
-        let q = query(ZOOM, TYPE_A, None);
-        assert!(matches!(
-            parse_query(&q[..q.len() - 3]),
-            Err(Reject::FormErr { .. })
-        ));
-        let q = query(b"\xC0\x0C", TYPE_A, None);
-        assert!(matches!(parse_query(&q), Err(Reject::FormErr { .. })));
-        let q = query(b"\x05ab\x00", TYPE_A, None);
-        assert!(matches!(parse_query(&q), Err(Reject::FormErr { .. })));
+    fn name_end_limits_the_expanded_length() {
+        // 5 labels of 63 bytes spelled through pointers: 320 bytes expanded.
+        let mut m = vec![0u8; 12];
+        let mut prev: Option<usize> = None;
+        for _ in 0..5 {
+            let at = m.len();
+            m.push(63);
+            m.extend_from_slice(&[b'a'; 63]);
+            match prev {
+                Some(p) => m.extend_from_slice(&[0xC0 | (p >> 8) as u8, p as u8]),
+                None => m.push(0),
+            }
+            prev = Some(at);
+        }
+        assert_eq!(name_end(&m, prev.unwrap()), None);
     }
 
     #[test]
     fn never_panics_on_garbage() {
         for p in garbage_packets(300, 50) {
-            let _ = parse_query(&p);
             let _ = read_record(&p, 0);
+            let _ = name_end(&p, 0);
+            let _ = name_end(&p, p.len() / 2);
             let _ = Labels::new(&p).from_top().count();
         }
+    }
+
+    #[test]
+    fn tcp_frame_refuses_what_does_not_fit() {
+        let mut framed = Vec::new();
+        assert!(tcp_frame(&[0u8; MAX_MESSAGE_LEN], &mut framed).is_some());
+        assert_eq!(&framed[..2], &[0xFF, 0xFF]);
+        assert!(tcp_frame(&vec![0u8; MAX_MESSAGE_LEN + 1], &mut framed).is_none());
     }
 }

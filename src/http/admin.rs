@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dns::handler::Resolver;
+use crate::dns::pipeline::Pipeline;
 use crate::metrics::Metrics;
 use crate::policy::DomainName;
 use crate::policy::explain::Explanation;
@@ -24,7 +24,7 @@ use crate::reload::{ListStatus, Reloader};
 #[derive(Clone)]
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
-    pub resolver: Arc<Resolver>,
+    pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
     /// Set once the DNS listeners are up.
     pub ready: Arc<AtomicBool>,
@@ -56,7 +56,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let body = s.metrics.encode(s.resolver.cache().len());
+    let body = s.metrics.encode(s.pipeline.cache().len());
     (
         [(
             header::CONTENT_TYPE,
@@ -102,13 +102,7 @@ struct Readiness {
 
 async fn readyz(State(s): State<AdminState>) -> Response {
     let ready = s.ready.load(Ordering::Acquire);
-    let lists = s
-        .reloader
-        .snapshot()
-        .lists
-        .iter()
-        .map(ListReport::from)
-        .collect();
+    let lists = s.reloader.statuses().iter().map(ListReport::from).collect();
     let code = if ready {
         StatusCode::OK
     } else {
@@ -175,6 +169,6 @@ async fn explain(
     {
         return bad(format!("invalid client {c:?}: expected an IP address"));
     }
-    let snapshot = s.reloader.snapshot();
-    axum::Json(Explanation::new(&snapshot.policy, &name, params.client)).into_response()
+    let policy = s.reloader.live().load();
+    axum::Json(Explanation::new(&policy, &name, params.client)).into_response()
 }

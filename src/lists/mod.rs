@@ -14,7 +14,7 @@ pub mod wildcard;
 use std::fmt;
 
 use crate::policy::name::normalize_into;
-pub use crate::policy::{NameError, Scope, Verdict};
+pub use crate::policy::{NameError, Rule, RuleSet, Scope, Verdict};
 
 /// How many skipped lines a [`SkipLog`] keeps verbatim; the rest are counted.
 pub const KEEP_SKIPPED: usize = 20;
@@ -33,6 +33,19 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in the order the configuration documents them.
+    pub const ALL: [Format; 4] = [
+        Format::Domains,
+        Format::Hosts,
+        Format::Adblock,
+        Format::Wildcard,
+    ];
+
+    pub fn parse(name: &str) -> Option<Format> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The name configuration files and reports use.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Domains => "domains",
@@ -95,17 +108,6 @@ pub struct SkippedLine {
 pub struct SkipLog {
     pub count: u64,
     pub first: Vec<SkippedLine>,
-}
-
-/// One usable rule, borrowed from a [`ParsedList`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListRule<'a> {
-    /// Lowercase, validated, without the trailing dot.
-    pub name: &'a str,
-    pub scope: Scope,
-    pub verdict: Verdict,
-    /// 1-based line number in the source.
-    pub line: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,17 +219,18 @@ impl ParsedList {
             .collect()
     }
 
-    pub fn rules(&self) -> impl ExactSizeIterator<Item = ListRule<'_>> + '_ {
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = Rule<'_>> + '_ {
         let mut start = 0usize;
         self.rules.iter().map(move |r| {
             let end = r.end as usize;
             let name = &self.names[start..end];
             start = end;
-            ListRule {
+            Rule {
                 name,
                 scope: r.scope,
                 verdict: r.verdict,
                 line: r.line,
+                action: None,
             }
         })
     }
@@ -239,6 +242,16 @@ impl ParsedList {
             r.verdict = Verdict::Allow;
         }
         self
+    }
+}
+
+impl RuleSet for ParsedList {
+    fn rule_count(&self) -> usize {
+        self.len()
+    }
+
+    fn rules(&self) -> impl Iterator<Item = Rule<'_>> {
+        ParsedList::rules(self)
     }
 }
 

@@ -1,8 +1,15 @@
 //! The policy: which names are blocked, by which rule, and what to do.
 //!
 //! A [`Policy`] is an immutable snapshot built from the loaded lists; the
-//! server swaps whole snapshots atomically on reload. No DNS wire types live
-//! here: names arrive as label slices, decisions leave as plain data.
+//! server swaps whole snapshots atomically on reload ([`Live`]). No DNS wire
+//! types live here: names arrive as label slices, decisions leave as plain
+//! data. Lists arrive as [`RuleSet`]s, so this module knows no list format.
+//!
+//! What a snapshot is, and what it is not yet: one view of every list,
+//! merged at build time (one winning rule per name and side). Per-network
+//! groups (which lists apply to which clients) will need a rule's list to
+//! be tested against the client's group, see `groups.md` beside this file
+//! for the design and its cost.
 
 pub mod explain;
 pub mod name;
@@ -11,15 +18,16 @@ pub mod rule;
 pub mod trie;
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 pub use name::{DomainName, NameError};
 use owner::Owners;
-pub use rule::{Scope, Verdict};
+pub use rule::{Rule, RuleSet, Scope, Verdict};
 use trie::{RuleRef, Trie, TrieBuilder};
 
-use crate::lists::ParsedList;
+/// The policy in service, swapped whole on reload; queries load it without
+/// waiting and finish on the snapshot they loaded.
+pub type Live = arc_swap::ArcSwap<Policy>;
 
 /// What the server answers for a blocked name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +39,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order the configuration documents them.
+    pub const ALL: [Action; 4] = [
+        Action::Nxdomain,
+        Action::Nodata,
+        Action::Refused,
+        Action::Redirect,
+    ];
+
+    /// The name configuration files, metrics and logs use.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Nxdomain => "nxdomain",
@@ -38,6 +55,10 @@ impl Action {
             Action::Refused => "refused",
             Action::Redirect => "redirect",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Action> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
 }
 
@@ -88,7 +109,8 @@ pub struct RuleHit<'p> {
     /// How many labels the rule's own name has: the rule's name is the last
     /// `depth` labels of the query.
     pub depth: usize,
-    index: usize,
+    /// The rule's index in the snapshot's rule table.
+    pub index: usize,
     /// Read only when asked: the query path needs none of it.
     rules: &'p [RuleInfo],
 }
@@ -128,6 +150,8 @@ pub enum Decision<'p> {
         hit: RuleHit<'p>,
         category_id: CategoryId,
         category: &'p Category,
+        /// The rule's own action if it has one, else the category's.
+        action: Action,
     },
 }
 
@@ -137,6 +161,9 @@ pub struct Policy {
     rules: Vec<RuleInfo>,
     /// A rule's list, from its index.
     owners: Owners,
+    /// Rules with an action of their own, by rule index (sorted). Only
+    /// rules marked so in the trie are looked up here.
+    own_actions: Vec<(u32, Action)>,
     lists: Vec<ListInfo>,
     categories: Vec<Category>,
 }
@@ -174,15 +201,33 @@ impl Policy {
             rules: &self.rules,
         };
         match (m.rule.verdict(), list.category) {
-            (Verdict::Block, Some(category_id)) => Decision::Block {
-                hit,
-                category_id,
-                category: &self.categories[usize::from(category_id.0)],
-            },
+            (Verdict::Block, Some(category_id)) => {
+                let category = &self.categories[usize::from(category_id.0)];
+                let action = if m.rule.has_own_action() {
+                    self.own_action(index).unwrap_or(category.action)
+                } else {
+                    category.action
+                };
+                Decision::Block {
+                    hit,
+                    category_id,
+                    category,
+                    action,
+                }
+            }
             // A block rule in an allowlist cannot exist (allowlists are
             // forced to allow), so anything else is an allow.
             _ => Decision::Allow(hit),
         }
+    }
+
+    #[cold]
+    fn own_action(&self, index: usize) -> Option<Action> {
+        let i = self
+            .own_actions
+            .binary_search_by_key(&(index as u32), |(r, _)| *r)
+            .ok()?;
+        Some(self.own_actions[i].1)
     }
 
     /// Convenience for callers holding a validated name.
@@ -209,47 +254,52 @@ impl Policy {
 }
 
 /// One list's contribution to a snapshot.
-pub struct ListInput {
-    pub name: String,
-    pub path: PathBuf,
+pub struct ListInput<'a, R: RuleSet + ?Sized> {
+    pub name: &'a str,
+    pub path: &'a Path,
     /// The category name; `None` makes this an allowlist.
-    pub category: Option<String>,
-    pub rules: Arc<ParsedList>,
+    pub category: Option<&'a str>,
+    pub rules: &'a R,
 }
 
 /// Builds a [`Policy`] from categories and lists. Lists are applied in order;
 /// on a tie between two block rules the earlier list's rule is reported.
-pub fn build(categories: Vec<Category>, lists: &[ListInput]) -> Result<Policy, PolicyError> {
+pub fn build<R: RuleSet + ?Sized>(
+    categories: Vec<Category>,
+    lists: &[ListInput<'_, R>],
+) -> Result<Policy, PolicyError> {
     if lists.len() > usize::from(u16::MAX) {
         return Err(PolicyError::TooManyLists);
     }
     if categories.len() > usize::from(u16::MAX) {
         return Err(PolicyError::TooManyCategories);
     }
-    let total: usize = lists.iter().map(|l| l.rules.len()).sum();
+    let total: usize = lists.iter().map(|l| l.rules.rule_count()).sum();
     if total > RuleRef::MAX_INDEX as usize {
         return Err(PolicyError::TooManyRules);
     }
     let mut builder = TrieBuilder::with_capacity(total);
     let mut rules = Vec::with_capacity(total);
+    let mut own_actions = Vec::new();
     let mut infos = Vec::with_capacity(lists.len());
     let mut list_starts = Vec::with_capacity(lists.len());
     for input in lists {
         list_starts.push(rules.len() as u32);
-        let category = match &input.category {
+        let category = match input.category {
             None => None,
             Some(wanted) => Some(
                 categories
                     .iter()
-                    .position(|c| &c.name == wanted)
+                    .position(|c| c.name == wanted)
                     .map(|p| CategoryId(p as u16))
                     .ok_or_else(|| PolicyError::UnknownCategory {
-                        list: input.name.clone(),
-                        category: wanted.clone(),
+                        list: input.name.to_owned(),
+                        category: wanted.to_owned(),
                     })?,
             ),
         };
         for rule in input.rules.rules() {
+            // Allowlists allow, whatever their syntax says.
             let verdict = if category.is_none() {
                 Verdict::Allow
             } else {
@@ -260,17 +310,23 @@ pub fn build(categories: Vec<Category>, lists: &[ListInput]) -> Result<Policy, P
                 scope: rule.scope,
                 line: rule.line,
             });
-            builder.insert(rule.name, rule.scope, RuleRef::new(index, verdict));
+            let mut r = RuleRef::new(index, verdict);
+            if let (Some(action), Verdict::Block) = (rule.action, verdict) {
+                own_actions.push((index, action));
+                r = r.with_own_action();
+            }
+            builder.insert(rule.name, rule.scope, r);
         }
         infos.push(ListInfo {
-            name: input.name.clone(),
-            path: input.path.clone(),
+            name: input.name.to_owned(),
+            path: input.path.to_owned(),
             category,
         });
     }
     Ok(Policy {
         trie: builder.build(),
         owners: Owners::new(list_starts, rules.len()),
+        own_actions,
         rules,
         lists: infos,
         categories,

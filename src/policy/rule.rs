@@ -1,4 +1,10 @@
 //! What one list line means to the policy, independent of its format.
+//!
+//! The lists module turns text into these; the builder turns them into a
+//! [`super::Policy`]. This is the whole interface between the two, so the
+//! policy knows nothing of list formats.
+
+use super::Action;
 
 /// Which names a rule covers, relative to its own name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,4 +22,34 @@ pub enum Scope {
 pub enum Verdict {
     Block,
     Allow,
+}
+
+/// One rule as a list states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule<'a> {
+    /// Lowercase, validated, without the trailing dot.
+    pub name: &'a str,
+    pub scope: Scope,
+    pub verdict: Verdict,
+    /// 1-based line number in the list's source.
+    pub line: u32,
+    /// An action of the rule's own (RPZ states one per name); `None` takes
+    /// the category's.
+    pub action: Option<Action>,
+}
+
+/// A list's rules, as the builder reads them.
+pub trait RuleSet {
+    fn rule_count(&self) -> usize;
+    fn rules(&self) -> impl Iterator<Item = Rule<'_>>;
+}
+
+impl RuleSet for [Rule<'_>] {
+    fn rule_count(&self) -> usize {
+        self.len()
+    }
+
+    fn rules(&self) -> impl Iterator<Item = Rule<'_>> {
+        self.iter().copied()
+    }
 }

@@ -1,13 +1,40 @@
 //! The matcher held against a naive reference: a `Vec` of rules scanned
 //! linearly, with the SPEC's matching rules written out the obvious way.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::Path;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::lists::{Format, ParsedList};
+
+fn category(action: Action) -> Category {
+    Category {
+        name: "c".into(),
+        action,
+        reason: None,
+        alternatives: vec![],
+    }
+}
+
+/// A blocklist of category "c" named (and with a path) `name`.
+fn input<'a>(name: &'a str, rules: &'a [Rule<'a>]) -> ListInput<'a, [Rule<'a>]> {
+    ListInput {
+        name,
+        path: Path::new(name),
+        category: Some("c"),
+        rules,
+    }
+}
+
+fn rule(name: &str, line: u32, scope: Scope, verdict: Verdict) -> Rule<'_> {
+    Rule {
+        name,
+        scope,
+        verdict,
+        line,
+        action: None,
+    }
+}
 
 /// The obviously-correct matcher.
 fn reference(rules: &[(String, Scope, Verdict)], query: &str) -> Option<(usize, Verdict)> {
@@ -41,24 +68,22 @@ fn reference(rules: &[(String, Scope, Verdict)], query: &str) -> Option<(usize, 
 
 fn policy_of(rules: &[(String, Scope, Verdict)]) -> Policy {
     // One list per rule keeps rule indices equal to positions in `rules`.
-    let mut lists = Vec::new();
-    for (i, (name, scope, verdict)) in rules.iter().enumerate() {
-        let mut parsed = ParsedList::new(Format::Domains);
-        assert!(parsed.push_rule(1, name, name, *scope, *verdict));
-        lists.push(ListInput {
-            name: format!("l{i}"),
-            path: PathBuf::from("x"),
-            category: Some("c".into()),
-            rules: Arc::new(parsed),
-        });
-    }
-    let cat = Category {
-        name: "c".into(),
-        action: Action::Nxdomain,
-        reason: None,
-        alternatives: vec![],
-    };
-    build(vec![cat], &lists).unwrap()
+    let singles: Vec<[Rule<'_>; 1]> = rules
+        .iter()
+        .map(|(name, scope, verdict)| [rule(name, 1, *scope, *verdict)])
+        .collect();
+    let names: Vec<String> = (0..rules.len()).map(|i| format!("l{i}")).collect();
+    let lists: Vec<ListInput<'_, [Rule<'_>]>> = singles
+        .iter()
+        .zip(&names)
+        .map(|(r, name)| ListInput {
+            name,
+            path: Path::new("x"),
+            category: Some("c"),
+            rules: &r[..],
+        })
+        .collect();
+    build(vec![category(Action::Nxdomain)], &lists).unwrap()
 }
 
 fn outcome(p: &Policy, query: &str) -> Option<(usize, Verdict)> {
@@ -86,7 +111,7 @@ fn name() -> impl Strategy<Value = String> {
     prop::collection::vec(label(), 1..5).prop_map(|l| l.join("."))
 }
 
-fn rule() -> impl Strategy<Value = (String, Scope, Verdict)> {
+fn any_rule() -> impl Strategy<Value = (String, Scope, Verdict)> {
     (
         name(),
         prop_oneof![Just(Scope::Subtree), Just(Scope::Below), Just(Scope::Exact)],
@@ -113,7 +138,7 @@ proptest! {
 
     #[test]
     fn trie_agrees_with_linear_scan(
-        rules in prop::collection::vec(rule(), 0..40),
+        rules in prop::collection::vec(any_rule(), 0..40),
         queries in prop::collection::vec((name(), any::<u64>()), 1..40),
     ) {
         let p = policy_of(&rules);
@@ -173,11 +198,12 @@ fn rule_text_names_the_matching_suffix() {
 
 #[test]
 fn unknown_category_is_an_error() {
-    let lists = vec![ListInput {
-        name: "l".into(),
-        path: PathBuf::from("x"),
-        category: Some("nope".into()),
-        rules: Arc::new(ParsedList::new(Format::Domains)),
+    let none: [Rule<'_>; 0] = [];
+    let lists = [ListInput {
+        name: "l",
+        path: Path::new("x"),
+        category: Some("nope"),
+        rules: &none[..],
     }];
     assert!(matches!(
         build(vec![], &lists),
@@ -187,32 +213,20 @@ fn unknown_category_is_an_error() {
 
 #[test]
 fn hits_name_their_list_and_line_with_empty_lists_between() {
-    let list = |name: &str, rules: &[(u32, &str)]| {
-        let mut parsed = ParsedList::new(Format::Domains);
-        for (line, n) in rules {
-            assert!(parsed.push_rule(*line, n, n, Scope::Subtree, Verdict::Block));
-        }
-        ListInput {
-            name: name.into(),
-            path: PathBuf::from(name),
-            category: Some("c".into()),
-            rules: Arc::new(parsed),
-        }
-    };
-    let lists = vec![
-        list("empty-first", &[]),
-        list("a", &[(3, "a1.test"), (9, "a2.test")]),
-        list("empty-middle", &[]),
-        list("b", &[(1, "b1.test")]),
-        list("empty-last", &[]),
+    let empty: Vec<Rule<'_>> = vec![];
+    let a = vec![
+        rule("a1.test", 3, Scope::Subtree, Verdict::Block),
+        rule("a2.test", 9, Scope::Subtree, Verdict::Block),
     ];
-    let cat = Category {
-        name: "c".into(),
-        action: Action::Nxdomain,
-        reason: None,
-        alternatives: vec![],
-    };
-    let p = build(vec![cat], &lists).unwrap();
+    let b = vec![rule("b1.test", 1, Scope::Subtree, Verdict::Block)];
+    let lists = [
+        input("empty-first", &empty),
+        input("a", &a),
+        input("empty-middle", &empty),
+        input("b", &b),
+        input("empty-last", &empty),
+    ];
+    let p = build(vec![category(Action::Nxdomain)], &lists).unwrap();
     for (query, want_list, want_line) in [
         ("a1.test", "a", 3),
         ("x.a2.test", "a", 9),
@@ -228,4 +242,50 @@ fn hits_name_their_list_and_line_with_empty_lists_between() {
             "{query}"
         );
     }
+}
+
+#[test]
+fn a_rule_with_its_own_action_overrides_its_category() {
+    // RPZ states an action per name: `nodata.test CNAME *.` in a list whose
+    // category says nxdomain. Rules without one keep the category's.
+    let mut own = rule("nodata.test", 2, Scope::Exact, Verdict::Block);
+    own.action = Some(Action::Nodata);
+    let rules = [
+        rule("plain.test", 1, Scope::Subtree, Verdict::Block),
+        own,
+        rule("x.nodata.test", 3, Scope::Subtree, Verdict::Block),
+    ];
+    let lists = [ListInput {
+        name: "rpz",
+        path: Path::new("rpz"),
+        category: Some("c"),
+        rules: &rules[..],
+    }];
+    let p = build(vec![category(Action::Nxdomain)], &lists).unwrap();
+    let action = |q: &str| match p.decide_name(&DomainName::parse(q).unwrap()) {
+        Decision::Block { action, .. } => Some(action),
+        _ => None,
+    };
+    assert_eq!(action("nodata.test"), Some(Action::Nodata));
+    assert_eq!(action("plain.test"), Some(Action::Nxdomain));
+    assert_eq!(action("a.x.nodata.test"), Some(Action::Nxdomain));
+    assert_eq!(action("other.nodata.test"), None, "exact rule: name only");
+}
+
+#[test]
+fn an_allowlist_ignores_actions_and_verdicts_of_its_rules() {
+    let mut r = rule("ok.test", 1, Scope::Subtree, Verdict::Block);
+    r.action = Some(Action::Refused);
+    let rules = [r];
+    let lists = [ListInput {
+        name: "allow",
+        path: Path::new("allow"),
+        category: None,
+        rules: &rules[..],
+    }];
+    let p = build(vec![], &lists).unwrap();
+    assert!(matches!(
+        p.decide_name(&DomainName::parse("ok.test").unwrap()),
+        Decision::Allow(_)
+    ));
 }

@@ -29,13 +29,17 @@
 use super::rule::{Scope, Verdict};
 
 /// Index of a rule in the policy's rule table, with its verdict folded into
-/// the top bit so the trie can settle allow-versus-block ties on its own.
+/// the top bit so the trie can settle allow-versus-block ties on its own,
+/// and a bit saying the rule has an action of its own (an RPZ record's),
+/// so rules without one never look anything up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RuleRef(u32);
 
 const ALLOW_BIT: u32 = 1 << 31;
 /// In a slot's `rule` field: the value indexes `pairs`, not a rule.
 const PAIR_BIT: u32 = 1 << 30;
+/// The rule's action is its own, not its category's.
+const OWN_ACTION_BIT: u32 = 1 << 29;
 /// An absent side of a pair.
 const NO_RULE: u32 = u32::MAX;
 /// Suffixes hashed and prefetched on the fast path; deeper names are rare.
@@ -44,8 +48,8 @@ const WINDOW: usize = 8;
 const MAX_LABELS: usize = 128;
 
 impl RuleRef {
-    /// Largest rule index representable (30 bits: two flag bits above).
-    pub const MAX_INDEX: u32 = PAIR_BIT - 1;
+    /// Largest rule index representable (29 bits: three flag bits above).
+    pub const MAX_INDEX: u32 = OWN_ACTION_BIT - 1;
 
     pub fn new(index: u32, verdict: Verdict) -> Self {
         debug_assert!(index <= Self::MAX_INDEX);
@@ -55,8 +59,17 @@ impl RuleRef {
         }
     }
 
+    /// The same rule, marked as carrying an action of its own.
+    pub fn with_own_action(self) -> Self {
+        Self(self.0 | OWN_ACTION_BIT)
+    }
+
+    pub fn has_own_action(self) -> bool {
+        self.0 & OWN_ACTION_BIT != 0
+    }
+
     pub fn index(self) -> usize {
-        (self.0 & !ALLOW_BIT) as usize
+        (self.0 & Self::MAX_INDEX) as usize
     }
 
     pub fn verdict(self) -> Verdict {

@@ -34,6 +34,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use sinkhole::config::Config;
+use sinkhole::lists::ParsedList;
 use sinkhole::policy::{self, Action, Decision, ListInput, Policy};
 use sinkhole::reload::load_list;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,12 +45,16 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 const EDE_OPTION: u16 = 15;
 const EDE_FORGED_ANSWER: u16 = 4;
 const EDE_BLOCKED: u16 = 15;
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
 const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 /// sinkhole's choices where SPEC names none: the EXTRA-TEXT cap, the SOA's
 /// RNAME and timers, and the EXTRA-TEXT of a SERVFAIL (README "What clients receive").
 const MAX_EDE_TEXT: usize = 200;
 const SOA_RNAME: &str = "nobody.invalid.";
 const SERVFAIL_TEXT: &str = "no upstream answered";
+const NO_RECURSION_TEXT: &str = "recursion not desired; this server only recurses";
+/// README: TTLs above a day are served as a day (the cache's ceiling).
+const MAX_TTL: u32 = 86_400;
 
 /// How blocked names are answered, from the config.
 struct Style {
@@ -79,14 +84,20 @@ impl RefServer {
     /// sockets are bound before the server takes them.
     pub fn start(config: &Path) -> RefServer {
         let config = Config::load(config).unwrap_or_else(|e| panic!("reference config: {e}"));
-        let inputs: Vec<ListInput> = config
+        let loaded: Vec<ParsedList> = config
             .lists
             .iter()
-            .map(|s| ListInput {
-                name: s.name.clone(),
-                path: s.path.clone(),
-                category: s.category.clone(),
-                rules: Arc::new(load_list(s).unwrap_or_else(|e| panic!("reference list: {e}"))),
+            .map(|s| load_list(s).unwrap_or_else(|e| panic!("reference list: {e}")))
+            .collect();
+        let inputs: Vec<ListInput<'_, ParsedList>> = config
+            .lists
+            .iter()
+            .zip(&loaded)
+            .map(|(s, rules)| ListInput {
+                name: &s.name,
+                path: &s.path,
+                category: s.category.as_deref(),
+                rules,
             })
             .collect();
         let policy =
@@ -192,44 +203,75 @@ impl Handler {
         if m.message_type == MessageType::Response {
             return None; // hickory-server drops these before us anyway
         }
-        if m.op_code != OpCode::Query {
-            return Some(header_only(m, ResponseCode::NotImp));
-        }
         let raw = request.as_slice();
+        let client_edns = request.edns.as_ref();
+        // SPEC: error answers echo the question when it parses (exactly one,
+        // written without compression) and carry our OPT when the query had
+        // one (owned by the root); BADVERS is the only one with extra bits.
+        let echo = (request.queries.len() == 1 && !question_is_compressed(raw))
+            .then(|| Message::read_queries(&mut BinDecoder::new(request.queries.as_bytes()), 1))
+            .and_then(Result::ok)
+            .and_then(|mut q| q.pop());
+        let error = |rcode: ResponseCode| {
+            let mut r = header_only(m, rcode);
+            if let Some(q) = &echo {
+                r.add_query(q.clone());
+            }
+            if let Some(dnssec_ok) = query_opt(raw) {
+                r.set_edns(our_edns(dnssec_ok, None));
+            }
+            r
+        };
+        if m.op_code != OpCode::Query {
+            return Some(error(ResponseCode::NotImp));
+        }
         if request.queries.len() != 1
             || !request.answers.is_empty()
             || !request.authorities.is_empty()
             || question_is_compressed(raw)
             || opt_owner_not_root(raw)
+            || m.truncation
         {
-            return Some(header_only(m, ResponseCode::FormErr));
+            return Some(error(ResponseCode::FormErr));
         }
-        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            let mut r = header_only(m, ResponseCode::BADVERS);
-            r.set_edns(our_edns(false, None));
-            return Some(r);
+        if client_edns.is_some_and(|e| e.version() > 0) {
+            return Some(error(ResponseCode::BADVERS));
         }
         // the question as sent (LowerQuery has lost its case)
-        let query = Message::read_queries(&mut BinDecoder::new(request.queries.as_bytes()), 1)
-            .ok()?
-            .remove(0);
-        let client_edns = request.edns.as_ref();
+        let query = echo?;
         let dnssec_ok = client_edns.is_some_and(|e| e.flags().dnssec_ok);
 
         let labels: Vec<&[u8]> = query.name().iter().collect();
         let mut resp = match self.policy.decide(labels.iter().rev().copied()) {
-            Decision::Block { hit, category, .. } => self.blocked(
+            Decision::Block {
+                hit,
+                category,
+                action,
+                ..
+            } => self.blocked(
                 m,
                 &query,
                 client_edns.is_some(),
                 dnssec_ok,
-                category.action,
+                action,
                 hit.depth,
                 &format!(
                     "blocked: category {}, list {}",
                     category.name, hit.list.name
                 ),
             ),
+            // SPEC: RD=0 gets REFUSED with EDE 20 unless the policy blocks.
+            Decision::Forward | Decision::Allow(_) if !m.recursion_desired => {
+                let mut r = response_to(m, &query);
+                r.metadata.response_code = ResponseCode::Refused;
+                if client_edns.is_some() {
+                    r.set_edns(our_edns(
+                        dnssec_ok,
+                        Some((EDE_NOT_AUTHORITATIVE, NO_RECURSION_TEXT.as_bytes())),
+                    ));
+                }
+                r
+            }
             Decision::Forward | Decision::Allow(_) => {
                 self.forwarded(m, &query, client_edns.is_some(), dnssec_ok)
                     .await
@@ -312,42 +354,79 @@ impl Handler {
             }
             return r;
         };
-        // the upstream's RCODE, AD and sections; AA and TC are ours (clear)
+        // the upstream's RCODE and sections; AA and TC are ours (clear); AD
+        // only for a client that asked for it (AD or DO, RFC 6840 §5.7)
         r.metadata.response_code = reply.metadata.response_code;
-        r.metadata.authentic_data = reply.metadata.authentic_data;
+        r.metadata.authentic_data =
+            reply.metadata.authentic_data && (m.authentic_data || dnssec_ok);
         r.answers = reply.answers;
         r.authorities = reply.authorities;
         r.additionals = reply.additionals;
+        // RFC 2181 §8: a TTL with the top bit set means zero; none above a day.
+        for rec in r
+            .answers
+            .iter_mut()
+            .chain(&mut r.authorities)
+            .chain(&mut r.additionals)
+        {
+            rec.ttl = if rec.ttl & 0x8000_0000 != 0 {
+                0
+            } else {
+                rec.ttl.min(MAX_TTL)
+            };
+        }
         // RFC 2308 §5 (README: negative answers live min(SOA TTL, MINIMUM)):
         // a negative answer's SOA is served with the negative TTL.
         let negative = r.metadata.response_code == ResponseCode::NXDomain
             || (r.metadata.response_code == ResponseCode::NoError && r.answers.is_empty());
-        if negative {
-            for rec in &mut r.authorities {
-                if let RData::SOA(soa) = &rec.data {
-                    rec.ttl = rec.ttl.min(soa.minimum);
-                }
-            }
+        if negative
+            && let Some(rec) = r
+                .authorities
+                .iter_mut()
+                .find(|rec| matches!(rec.data, RData::SOA(_)))
+            && let RData::SOA(soa) = &rec.data
+        {
+            let minimum = if soa.minimum & 0x8000_0000 != 0 {
+                0
+            } else {
+                soa.minimum.min(MAX_TTL)
+            };
+            rec.ttl = rec.ttl.min(minimum);
         }
         if edns {
-            r.set_edns(our_edns(dnssec_ok, None));
+            let mut e = our_edns(dnssec_ok, None);
+            // the upstream's Extended DNS Errors reach the client
+            if let Some(up) = &reply.edns {
+                for (code, opt) in up.options().as_ref() {
+                    if u16::from(*code) == EDE_OPTION
+                        && let EdnsOption::Unknown(_, data) = opt
+                    {
+                        e.options_mut()
+                            .insert(EdnsOption::Unknown(EDE_OPTION, data.clone()));
+                    }
+                }
+            }
+            r.set_edns(e);
         }
         r
     }
 
-    /// Our own query upstream: RD, the client's CD and AD, EDNS with its DO.
-    /// Failover in order; TC → TCP; SERVFAIL, timeouts and errors → next.
+    /// Our own query upstream: RD, AD (to learn the upstream's verdict),
+    /// the client's CD, EDNS with its DO. Failover in order; TC → TCP;
+    /// timeouts, errors and any RCODE but NOERROR/NXDOMAIN → next, keeping
+    /// the last such answer to relay when no server does better.
     async fn forward(&self, m: &Metadata, query: &Query, dnssec_ok: bool) -> Option<Message> {
         let mut q = Message::new(rand::random(), MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = true;
         q.metadata.checking_disabled = m.checking_disabled;
-        q.metadata.authentic_data = m.authentic_data;
+        q.metadata.authentic_data = true;
         q.add_query(query.clone());
         let mut e = Edns::new();
         e.set_max_payload(EDNS_PAYLOAD);
         e.set_dnssec_ok(dnssec_ok);
         q.set_edns(e);
         let bytes = q.to_vec().ok()?;
+        let mut last = None;
         for server in &self.upstreams {
             let attempt = async {
                 let reply = udp_exchange(*server, &bytes, q.metadata.id, query).await?;
@@ -358,13 +437,19 @@ impl Handler {
                 }
             };
             match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Some(reply)) if reply.metadata.response_code != ResponseCode::ServFail => {
+                Ok(Some(reply))
+                    if matches!(
+                        reply.metadata.response_code,
+                        ResponseCode::NoError | ResponseCode::NXDomain
+                    ) =>
+                {
                     return Some(reply);
                 }
+                Ok(Some(reply)) => last = Some(reply),
                 _ => continue,
             }
         }
-        None
+        last
     }
 }
 
@@ -412,7 +497,7 @@ fn response_to(m: &Metadata, query: &Query) -> Message {
     r
 }
 
-/// Header alone: FORMERR, NOTIMP, BADVERS (SPEC: no question to echo).
+/// A header for an answer to `m`, no records yet.
 fn header_only(m: &Metadata, rcode: ResponseCode) -> Message {
     let mut r = Message::new(m.id, MessageType::Response, m.op_code);
     r.metadata.recursion_desired = m.recursion_desired;
@@ -564,7 +649,8 @@ pub fn decode_error(packet: &[u8]) -> String {
 
 /// The in-process hickory-proto reference for packets hickory cannot decode:
 /// no header (or QR set) → no answer; unknown opcode → NOTIMP; else FORMERR;
-/// always the header alone.
+/// the question echoed when there is exactly one and it reads, our OPT when
+/// the query had one.
 pub fn proto_answer(packet: &[u8]) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
     let m = header.metadata;
@@ -576,7 +662,58 @@ pub fn proto_answer(packet: &[u8]) -> Option<Vec<u8>> {
     } else {
         ResponseCode::NotImp
     };
-    Some(header_only(&m, rcode).to_vec().expect("encode header"))
+    let mut r = header_only(&m, rcode);
+    let qd = u16::from_be_bytes([packet[4], packet[5]]);
+    if qd == 1
+        && !question_is_compressed(packet)
+        && let Ok(q) = Query::read(&mut BinDecoder::new(&packet[12..]))
+    {
+        r.add_query(q);
+    }
+    if let Some(dnssec_ok) = query_opt(packet) {
+        r.set_edns(our_edns(dnssec_ok, None));
+    }
+    Some(r.to_vec().expect("encode error answer"))
+}
+
+/// The query's OPT, read the lenient way SPEC's "carry an OPT record when
+/// the query had EDNS" asks: the first root-owned OPT in the additional
+/// section, found by walking names and RDLENGTHs only, up to the first
+/// record that does not read (questions must be uncompressed). Its DO bit.
+fn query_opt(raw: &[u8]) -> Option<bool> {
+    let count = |at: usize| usize::from(u16::from_be_bytes([raw[at], raw[at + 1]]));
+    let mut p = 12;
+    for _ in 0..count(4) {
+        let mut q = p;
+        loop {
+            let len = usize::from(*raw.get(q)?);
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            q += 1 + len;
+        }
+        if q + 1 - p > 255 || q + 5 > raw.len() {
+            return None;
+        }
+        p = q + 5;
+    }
+    let (an, ns, ar) = (count(6), count(8), count(10));
+    for i in 0..an + ns + ar {
+        let after = skip_name(raw, p).filter(|a| a - p <= 256)?;
+        let fixed = raw.get(after..after + 10)?;
+        let end = after + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        if end > raw.len() {
+            return None;
+        }
+        if u16::from_be_bytes([fixed[0], fixed[1]]) == 41 && raw[p] == 0 && i >= an + ns {
+            return Some(u16::from_be_bytes([fixed[6], fixed[7]]) & 0x8000 != 0);
+        }
+        p = end;
+    }
+    None
 }
 
 /// `msg` with every compressed name written out in full (so two encodings

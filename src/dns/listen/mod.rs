@@ -1,0 +1,134 @@
+//! Listeners: UDP and TCP on each configured address.
+//!
+//! UDP is served by one [`worker`] per core, each with its own socket on
+//! every address (`SO_REUSEPORT`, so the kernel spreads clients across
+//! them), its own upstream stage and its own event loop. TCP has an accept
+//! task per address and a task per connection ([`tcp`]).
+//!
+//! A socket bound to a wildcard address (`0.0.0.0`, `[::]`) reads each
+//! datagram's destination (packet info) and answers from it, so a host with
+//! several addresses, or a floating one, answers from the address it was
+//! asked on. `[::]` is IPv6 only: list `0.0.0.0` as well for both.
+
+pub mod tcp;
+pub mod worker;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::tcp::Workers;
+use self::worker::WorkerConfig;
+use super::pipeline::Pipeline;
+use super::sys::mmsg::enable_pktinfo;
+
+/// Forwarded TCP queries a worker's queue holds before new ones get
+/// SERVFAIL (each is also bounded by the worker's upstream capacity).
+const FORWARD_QUEUE: usize = 1024;
+
+/// Bound sockets, ready to serve.
+pub struct Listeners {
+    /// `udp[w]`: worker `w`'s sockets, one per address, with "wildcard".
+    udp: Vec<Vec<(UdpSocket, bool)>>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds TCP and, per worker, UDP on every address.
+    pub fn bind(addrs: &[SocketAddr], workers: usize) -> io::Result<Self> {
+        let workers = workers.max(1);
+        let mut udp: Vec<Vec<(UdpSocket, bool)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut tcp = Vec::new();
+        for addr in addrs {
+            // Bind TCP first: with port 0 it picks the port UDP then shares.
+            let listener = bind_tcp(*addr)?;
+            let addr = listener.local_addr()?;
+            tcp.push(listener);
+            let wildcard = addr.ip().is_unspecified();
+            for sockets in &mut udp {
+                let socket = bind_udp(addr)?;
+                if wildcard {
+                    enable_pktinfo(socket.as_raw_fd(), addr.is_ipv6())?;
+                }
+                sockets.push((socket, wildcard));
+            }
+        }
+        Ok(Self { udp, tcp })
+    }
+
+    /// Addresses actually bound (TCP; UDP shares them).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// Serves until `shutdown` is cancelled; workers and connections are
+    /// tracked by `tasks`, which finish the queries in flight first.
+    pub fn serve(
+        self,
+        pipeline: Arc<Pipeline>,
+        config: WorkerConfig,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        let mut queues = Vec::with_capacity(self.udp.len());
+        for sockets in self.udp {
+            let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+            queues.push(tx);
+            let pipeline = pipeline.clone();
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = worker::run(sockets, pipeline, config, rx, shutdown).await {
+                    tracing::error!(error = %e, "dns worker stopped");
+                }
+            });
+        }
+        let workers = Arc::new(Workers::new(queues));
+        for listener in self.tcp {
+            tasks.spawn(tcp::accept(
+                listener,
+                pipeline.clone(),
+                workers.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,143 @@
+//! TCP: a task per connection, answering its queries in order (RFC 7766),
+//! closed after an idle timeout.
+//!
+//! Blocked and cached answers are made on the connection's task; a query
+//! that must go upstream is handed to a worker's upstream stage (see
+//! `worker`), and its answer comes back on a channel. TCP carries a small
+//! share of the traffic, so the allocation per forwarded query here is fine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::worker::Forwarded;
+use crate::dns::pipeline::{Pipeline, Step};
+use crate::dns::request::{Local, Request, Transport};
+use crate::dns::upstream::HeldQuery;
+use crate::dns::wire::tcp_frame;
+
+/// How long an idle TCP connection is kept (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The workers' queues for forwarded queries, taken in turn.
+pub struct Workers {
+    queues: Vec<mpsc::Sender<Box<Forwarded>>>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    pub fn new(queues: Vec<mpsc::Sender<Box<Forwarded>>>) -> Self {
+        Self {
+            queues,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Hands `held` to a worker; `None` when none can take it.
+    fn forward(&self, held: HeldQuery) -> Option<oneshot::Receiver<Vec<u8>>> {
+        if self.queues.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        let (reply, answer) = oneshot::channel();
+        self.queues[i]
+            .try_send(Box::new(Forwarded { held, reply }))
+            .ok()?;
+        Some(answer)
+    }
+}
+
+pub async fn accept(
+    listener: TcpListener,
+    pipeline: Arc<Pipeline>,
+    workers: Arc<Workers>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tasks.spawn(connection(
+                    stream,
+                    peer,
+                    pipeline.clone(),
+                    workers.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off briefly rather than spin.
+                tracing::warn!(error = %e, "tcp accept error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    workers: Arc<Workers>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok().map(|a| Local {
+        ip: a.ip(),
+        ifindex: 0,
+    });
+    let mut packet = Vec::new();
+    let mut out = Vec::with_capacity(512);
+    let mut framed = Vec::with_capacity(514);
+    loop {
+        let len = tokio::select! {
+            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match r {
+                Ok(Ok(len)) => usize::from(len),
+                _ => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        packet.resize(len, 0);
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let req = Request {
+            packet: &packet,
+            client,
+            local,
+            transport: Transport::Tcp,
+            received: Instant::now(),
+        };
+        match pipeline.begin(&req, &mut out) {
+            Step::Answer => {}
+            Step::Drop => continue,
+            Step::Forward(q, decided) => {
+                let held = HeldQuery::new(&req, &q, decided);
+                match workers.forward(held) {
+                    Some(answer) => match answer.await {
+                        Ok(bytes) => out = bytes,
+                        // The worker stopped before answering.
+                        Err(_) => return,
+                    },
+                    None => pipeline.overloaded(&req, &q, decided, &mut out),
+                }
+            }
+        }
+        // Answers are made to fit a frame (`answers::fit`).
+        if tcp_frame(&out, &mut framed).is_none() || stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! A worker: one event loop per core, owning a client UDP socket on each
+//! listen address (`SO_REUSEPORT` spreads clients over the workers) and an
+//! upstream stage of its own.
+//!
+//! One turn of the loop: wait for the worker's epoll set (or a TCP
+//! connection's forwarded query, a TCP retry's result, the next upstream
+//! deadline); read every ready socket in batches; run each client datagram
+//! through [`Pipeline::begin`] and queue its answer, or hand the query to
+//! the upstream stage; read upstream replies and [`Pipeline::resume`] the
+//! queries they finish; then send everything queued, upstream queries and
+//! client answers alike, a batch per socket. Nothing here allocates per
+//! query, and no query waits for a lock or another task.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::pipeline::{Pipeline, Step};
+use crate::dns::record::Observe;
+use crate::dns::request::{Request, Transport};
+use crate::dns::sys::mmsg::{BATCH, RecvBatch, SendBatch, Sent};
+use crate::dns::sys::poll::{Event, Poll, Wanted};
+use crate::dns::upstream::inflight::Waiting;
+use crate::dns::upstream::{Finished, HeldQuery, ReplyTo, Servers, Upstream};
+
+/// Largest query read over UDP; bigger ones are cut and then rejected.
+const MAX_UDP_QUERY: usize = 4096;
+/// Batches read from one client socket per turn, so one busy socket cannot
+/// starve the upstream replies that finish queries already in flight.
+const BATCHES_PER_TURN: usize = 8;
+/// Tokens at and above this are the upstream pool's.
+const POOL_TOKENS: u64 = 1 << 32;
+
+/// A query a TCP connection could not answer locally, for a worker's
+/// upstream stage; the answer comes back on `reply`.
+pub struct Forwarded {
+    pub held: HeldQuery,
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// What a worker needs besides its sockets.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub servers: Arc<Servers>,
+    /// Upstream pool sockets per address family.
+    pub pool_sockets: usize,
+    /// Queries that may wait for upstreams at once (this worker's share).
+    pub inflight: usize,
+    pub observer: Arc<dyn Observe>,
+}
+
+/// A client socket with its batches.
+struct Client {
+    socket: UdpSocket,
+    recv: RecvBatch,
+    out: SendBatch,
+    /// Waiting for room in the socket's send buffer (registered for
+    /// writability instead of readability meanwhile).
+    blocked: bool,
+}
+
+impl Client {
+    /// Sends what is queued; on a full send buffer, waits for writability
+    /// and stops reading queries until then.
+    fn flush(&mut self, poll: &Poll, token: u64) {
+        if self.out.pending() == 0 {
+            return;
+        }
+        let fd = self.socket.as_raw_fd();
+        match self.out.send(fd) {
+            Sent::All if self.blocked => {
+                self.blocked = poll.change(fd, token, Wanted::Read).is_err();
+            }
+            Sent::Blocked if !self.blocked => {
+                self.blocked = poll.change(fd, token, Wanted::Write).is_ok();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs a worker until `shutdown`, then until its queries in flight are
+/// answered. `sockets` are its client sockets, one per listen address
+/// (non-blocking, packet info on where bound to a wildcard).
+pub async fn run(
+    sockets: Vec<(UdpSocket, bool)>,
+    pipeline: Arc<Pipeline>,
+    config: WorkerConfig,
+    mut forwarded: mpsc::Receiver<Box<Forwarded>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let mut clients = Vec::with_capacity(sockets.len());
+    for (token, (socket, pktinfo)) in sockets.into_iter().enumerate() {
+        poll.add(socket.as_raw_fd(), token as u64, Wanted::Read)?;
+        clients.push(Client {
+            socket,
+            recv: RecvBatch::new(MAX_UDP_QUERY, pktinfo),
+            out: SendBatch::new(BATCH),
+            blocked: false,
+        });
+    }
+    let (mut upstream, mut tcp_done) = Upstream::new(
+        config.servers.clone(),
+        &poll,
+        POOL_TOKENS,
+        config.pool_sockets,
+        config.inflight,
+        config.observer.clone(),
+    )?;
+
+    let mut events: Vec<Event> = Vec::with_capacity(64);
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    let mut stopping = false;
+    let mut forwards_open = true;
+
+    enum Wake {
+        Ready(io::Result<()>),
+        Forward(Option<Box<Forwarded>>),
+        TcpDone(Option<crate::dns::upstream::TcpDone>),
+        Timer,
+        Stop,
+    }
+
+    loop {
+        if stopping && upstream.is_idle() {
+            return Ok(());
+        }
+        let deadline = upstream.next_deadline();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d.into());
+            }
+            armed = deadline;
+        }
+        let wake = tokio::select! {
+            _ = shutdown.cancelled(), if !stopping => Wake::Stop,
+            r = poll.ready(&mut events, 64) => Wake::Ready(r),
+            f = forwarded.recv(), if forwards_open => Wake::Forward(f),
+            t = tcp_done.recv() => Wake::TcpDone(t),
+            _ = &mut timer, if armed.is_some() => Wake::Timer,
+        };
+        let now = Instant::now();
+        match wake {
+            Wake::Stop => {
+                // No new queries; the ones in flight still get answers.
+                stopping = true;
+                for c in &clients {
+                    let _ = poll.remove(c.socket.as_raw_fd());
+                }
+            }
+            Wake::Ready(Err(e)) => {
+                tracing::error!(error = %e, "worker event set failed");
+                return Err(e);
+            }
+            Wake::Ready(Ok(())) => {
+                for ev in &events {
+                    if let Some(slot) = upstream.owns(ev.token) {
+                        upstream.on_readable(slot, now, &mut |w, f| {
+                            deliver(&pipeline, &poll, &mut clients, w, f)
+                        });
+                    }
+                }
+                for ev in &events {
+                    let Some(c) = clients.get_mut(ev.token as usize) else {
+                        continue;
+                    };
+                    if ev.writable {
+                        c.flush(&poll, ev.token);
+                    }
+                    if ev.readable && !stopping && !c.blocked {
+                        serve_client(c, ev.token, &pipeline, &mut upstream, &poll);
+                    }
+                }
+            }
+            Wake::Forward(Some(f)) => {
+                let Forwarded { held, reply } = *f;
+                if upstream.has_room() {
+                    upstream.submit(held, ReplyTo::Tcp(reply), now);
+                } else {
+                    let mut buf = Vec::new();
+                    let q = held.query();
+                    let req = Request {
+                        packet: &[],
+                        client: held.client,
+                        local: held.local,
+                        transport: held.transport,
+                        received: held.received,
+                    };
+                    pipeline.overloaded(&req, &q, held.decided, &mut buf);
+                    let _ = reply.send(buf);
+                }
+            }
+            Wake::Forward(None) => forwards_open = false,
+            Wake::TcpDone(Some(done)) => upstream.on_tcp_done(done, now, &mut |w, f| {
+                deliver(&pipeline, &poll, &mut clients, w, f)
+            }),
+            Wake::TcpDone(None) | Wake::Timer => {}
+        }
+        upstream.expire(now, &mut |w, f| {
+            deliver(&pipeline, &poll, &mut clients, w, f)
+        });
+        upstream.flush(now);
+        for (token, c) in clients.iter_mut().enumerate() {
+            c.flush(&poll, token as u64);
+        }
+        upstream.renew(&poll);
+    }
+}
+
+/// Where a finished query's answer goes: its client socket's batch, or the
+/// TCP connection that asked.
+fn deliver(
+    pipeline: &Pipeline,
+    poll: &Poll,
+    clients: &mut [Client],
+    w: Waiting,
+    finished: Finished<'_>,
+) {
+    match w.reply_to {
+        ReplyTo::Udp { socket } => {
+            let Some(c) = clients.get_mut(usize::from(socket)) else {
+                return;
+            };
+            if c.out.is_full() {
+                c.flush(poll, u64::from(socket));
+            }
+            match c.out.next_buf() {
+                Some(buf) => {
+                    pipeline.resume(&w.held, finished, buf);
+                    c.out.commit(w.held.client, w.held.local);
+                }
+                // The socket cannot take more now: the answer is lost like
+                // a dropped datagram, but the query is still recorded.
+                None => pipeline.resume(&w.held, finished, &mut Vec::new()),
+            }
+        }
+        ReplyTo::Tcp(tx) => {
+            let mut buf = Vec::with_capacity(512);
+            pipeline.resume(&w.held, finished, &mut buf);
+            let _ = tx.send(buf);
+        }
+    }
+}
+
+/// Reads and answers client datagrams on one socket, up to a turn's budget.
+fn serve_client(
+    c: &mut Client,
+    token: u64,
+    pipeline: &Pipeline,
+    upstream: &mut Upstream,
+    poll: &Poll,
+) {
+    let fd = c.socket.as_raw_fd();
+    for _ in 0..BATCHES_PER_TURN {
+        let n = match c.recv.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // ICMP errors from earlier sends surface here; they concern one
+            // client, not the socket.
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            let Some(client) = c.recv.peer(i) else {
+                continue;
+            };
+            let req = Request {
+                packet: c.recv.packet(i),
+                client,
+                local: c.recv.local(i),
+                transport: Transport::Udp,
+                received: now,
+            };
+            if c.out.is_full() {
+                c.out.send(fd);
+            }
+            let Some(buf) = c.out.next_buf() else {
+                continue; // the socket is full: like a datagram lost on the way
+            };
+            match pipeline.begin(&req, buf) {
+                Step::Answer => {
+                    let (to, len) = c.recv.raw_peer(i);
+                    c.out.commit_raw(to, len, req.local);
+                }
+                Step::Drop => {}
+                Step::Forward(q, decided) if upstream.has_room() => {
+                    let held = HeldQuery::new(&req, &q, decided);
+                    let reply_to = ReplyTo::Udp {
+                        socket: token as u16,
+                    };
+                    upstream.submit(held, reply_to, now);
+                }
+                Step::Forward(q, decided) => {
+                    pipeline.overloaded(&req, &q, decided, buf);
+                    let (to, len) = c.recv.raw_peer(i);
+                    c.out.commit_raw(to, len, req.local);
+                }
+            }
+        }
+        upstream.flush(now);
+        c.flush(poll, token);
+        if n < BATCH || c.blocked {
+            return;
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What leaves the pipeline: one [`QueryRecord`] per query, at one
+//! observation point.
+//!
+//! The record is built on the stack and borrows the query's name, so
+//! observing a query costs no allocation; whoever observes it (metrics
+//! today, the audit log and `/stats` later) copies what it keeps.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::request::Transport;
+use crate::policy::{Action, CategoryId, ListId};
+
+/// How a query ended; each query counts exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A policy block, whatever its action.
+    Blocked,
+    /// Forwarded upstream (and answered, with whatever RCODE it gave).
+    Allowed,
+    /// Answered from the cache.
+    Cached,
+    /// Refused by us: a recursion request we do not serve, and later
+    /// access control and rate limits.
+    Refused,
+    /// SERVFAIL, FORMERR, NOTIMP or BADVERS made by the server itself.
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Blocked,
+        Outcome::Allowed,
+        Outcome::Cached,
+        Outcome::Refused,
+        Outcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Blocked => "blocked",
+            Outcome::Allowed => "allowed",
+            Outcome::Cached => "cached",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The rule that decided a name, by index into the policy snapshot that
+/// was in service (list and category ids are stable across reloads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRef {
+    pub list: ListId,
+    /// Index of the rule in the snapshot's rule table.
+    pub rule: u32,
+    /// Labels in the rule's own name: it is the query's last `depth` labels.
+    pub depth: u8,
+}
+
+/// What the policy said about the query's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    /// The policy was not asked (the packet was not a query we serve).
+    NotAsked,
+    /// No rule matched.
+    Unlisted,
+    /// An allow rule was the most specific match.
+    Allowed(RuleRef),
+    /// A block rule was.
+    Blocked {
+        rule: RuleRef,
+        category: CategoryId,
+        action: Action,
+    },
+}
+
+/// One finished query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryRecord<'a> {
+    pub client: SocketAddr,
+    pub transport: Transport,
+    /// The question's name in wire form as sent (any case), when it parsed.
+    pub name: Option<&'a [u8]>,
+    pub qtype: u16,
+    pub decided: Decided,
+    /// The answer's RCODE, extended bits included (BADVERS is 16).
+    pub rcode: u16,
+    pub outcome: Outcome,
+    /// From arrival to the answer being ready.
+    pub duration: Duration,
+}
+
+/// How one attempt at one upstream went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// It answered (whatever the RCODE).
+    Answered,
+    Timeout,
+    /// A network error or a malformed reply.
+    Error,
+}
+
+/// One attempt at one upstream server.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamAttempt {
+    /// Index of the server in the configured order.
+    pub server: usize,
+    pub result: AttemptResult,
+    pub took: Duration,
+}
+
+/// The observation point: everything that watches queries implements this.
+/// Called on the query path, so implementations must be cheap and never
+/// block (hand work off to a queue when it is more than a counter).
+pub trait Observe: Send + Sync {
+    fn query(&self, record: &QueryRecord<'_>);
+    fn upstream(&self, attempt: &UpstreamAttempt);
+}
+
+/// Wire-form name as text, lower case, no trailing dot (for logs).
+pub fn name_text(wire: &[u8]) -> String {
+    let mut s = String::with_capacity(wire.len());
+    let mut p = 0;
+    while let Some(&len) = wire.get(p) {
+        let len = usize::from(len);
+        if len == 0 || p + 1 + len > wire.len() {
+            break;
+        }
+        if !s.is_empty() {
+            s.push('.');
+        }
+        for &b in &wire[p + 1..p + 1 + len] {
+            let b = b.to_ascii_lowercase();
+            if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                s.push(char::from(b));
+            } else {
+                s.push_str(&format!("\\{b:03}"));
+            }
+        }
+        p += 1 + len;
+    }
+    if s.is_empty() {
+        s.push('.');
+    }
+    s
+}
