@@ -209,7 +209,12 @@ async fn run(
         inflight: UPSTREAM_INFLIGHT.div_ceil(workers),
         observer,
     };
-    listeners.serve(pipeline, worker_config, shutdown.clone(), &tasks);
+    listeners
+        .serve(pipeline, worker_config, shutdown.clone(), &tasks)
+        .map_err(|source| AppError::Bind {
+            addr: "upstream socket pool".into(),
+            source,
+        })?;
     if config.listen.http.is_some() {
         tracing::warn!(
             "listen.http is set, but the block page is not part of this release; not serving it"

@@ -84,6 +84,7 @@ pub struct Question<'a> {
 }
 
 /// Parses a client's packet.
+#[inline]
 pub fn parse(packet: &[u8]) -> Result<Query<'_>, Rejection<'_>> {
     let drop = Rejection {
         kind: RejectKind::Drop,

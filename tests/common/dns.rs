@@ -54,6 +54,10 @@ impl Q {
         self.id = id;
         self
     }
+    pub fn opcode(mut self, opcode: OpCode) -> Self {
+        self.opcode = opcode;
+        self
+    }
     pub fn rd(mut self, rd: bool) -> Self {
         self.rd = rd;
         self
@@ -275,7 +279,12 @@ pub fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
 /// is never returned.
 pub fn udp_socket(server: SocketAddr, timeout: Duration) -> UdpSocket {
     for _ in 0..100 {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind client socket");
+        let local: SocketAddr = if server.is_ipv6() {
+            (Ipv6Addr::LOCALHOST, 0).into()
+        } else {
+            (Ipv4Addr::LOCALHOST, 0).into()
+        };
+        let sock = UdpSocket::bind(local).expect("bind client socket");
         if sock.local_addr().expect("local_addr") == server {
             continue;
         }

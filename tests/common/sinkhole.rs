@@ -52,6 +52,11 @@ pub struct Setup {
     allowlists: Vec<(String, String)>,
     /// Also listen on `[::1]`, same port.
     pub ipv6: bool,
+    /// Bind the wildcard addresses (`0.0.0.0`, and `[::]` with `ipv6`)
+    /// instead of loopback; clients still use 127.0.0.1.
+    pub wildcard: bool,
+    /// Extra environment for the server process (e.g. `RUST_LOG`).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -78,7 +83,22 @@ impl Setup {
             lists: vec![],
             allowlists: vec![],
             ipv6: false,
+            wildcard: false,
+            env: vec![],
         }
+    }
+
+    /// Listen on `0.0.0.0` (and `[::]` with [`Setup::with_ipv6`]) at the
+    /// test's port, as a multi-homed server would.
+    pub fn on_wildcard(mut self) -> Self {
+        self.wildcard = true;
+        self
+    }
+
+    /// Sets an environment variable for the server.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Also listen on `[::1]` (same port as 127.0.0.1).
@@ -186,9 +206,14 @@ impl Setup {
     /// The YAML config for these listen addresses.
     pub fn render(&self, dns: SocketAddr, admin: SocketAddr) -> String {
         let mut y = String::new();
-        let mut listen = vec![q(&dns.to_string())];
+        let (v4, v6) = if self.wildcard {
+            ("0.0.0.0".to_string(), "[::]")
+        } else {
+            (dns.ip().to_string(), "[::1]")
+        };
+        let mut listen = vec![q(&format!("{v4}:{}", dns.port()))];
         if self.ipv6 {
-            listen.push(q(&format!("[::1]:{}", dns.port())));
+            listen.push(q(&format!("{v6}:{}", dns.port())));
         }
         y += &format!(
             "listen:\n  dns: [{}]\n  admin: {}\n",
@@ -284,6 +309,7 @@ impl Sinkhole {
                 .arg("serve")
                 .arg("-c")
                 .arg(setup.config_path())
+                .envs(setup.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(setup.dir())
                 .stdin(Stdio::null())
                 .stdout(File::create(&stdout).unwrap())

@@ -28,32 +28,72 @@ pub struct Unbound {
 
 /// Where the unbound binary is, if installed.
 pub fn binary() -> Option<PathBuf> {
+    find("unbound")
+}
+
+/// Finds a program on the PATH or in the sbin directories.
+fn find(program: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
     dirs.into_iter()
-        .map(|d| d.join("unbound"))
+        .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
+
+/// `program`'s path; `None` (after saying so) when it is absent and this
+/// is not CI, where its absence is a failure of `.ci/run`.
+fn require(program: &str, package: &str) -> Option<PathBuf> {
+    if let Some(p) = find(program) {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{program} is not installed but CI is set: .ci/run must install the Debian package `{package}`"
+        );
+    }
+    eprintln!("skipping: {program} not installed (Debian package {package})");
+    None
+}
+
+/// The signed zones of [`Unbound::start_validating_or_skip`].
+pub const SIGNED_ZONE: &str = "signed.test";
+pub const EXPIRED_ZONE: &str = "expired.test";
 
 impl Unbound {
     /// Starts Unbound, or returns None (after printing "skipping: unbound not
     /// installed") when it is absent. Under CI (`CI` set) absence is a failure.
     pub fn start_or_skip() -> Option<Unbound> {
-        let Some(bin) = binary() else {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "unbound is not installed but CI is set: .ci/run must install the Debian package `unbound`"
-                );
-            }
-            eprintln!("skipping: unbound not installed");
-            return None;
-        };
-        Some(Self::start(&bin))
+        let bin = require("unbound", "unbound")?;
+        Some(Self::start(&bin, config))
     }
 
-    fn start(bin: &std::path::Path) -> Unbound {
+    /// A validating Unbound (module `validator iterator`, EDE on) serving two
+    /// zones signed here with ldns: `signed.test` (`www` A 192.0.2.80,
+    /// valid: answers carry AD to clients that ask) and `expired.test`
+    /// (`www` A 192.0.2.81, signatures expired in 2020: bogus, SERVFAIL
+    /// with an Extended DNS Error). Trust anchors for both are configured.
+    pub fn start_validating_or_skip() -> Option<Unbound> {
+        let bin = require("unbound", "unbound")?;
+        let keygen = require("ldns-keygen", "ldnsutils")?;
+        let signzone = require("ldns-signzone", "ldnsutils")?;
+        Some(Self::start(&bin, |dir, port| {
+            let mut anchors = Vec::new();
+            let mut zones = Vec::new();
+            for (zone, addr, expire) in [
+                (SIGNED_ZONE, "192.0.2.80", None),
+                (EXPIRED_ZONE, "192.0.2.81", Some("20200101000000")),
+            ] {
+                let (anchor, signed) = sign(dir, zone, addr, expire, &keygen, &signzone);
+                anchors.push(anchor);
+                zones.push((zone, signed));
+            }
+            validating_config(dir, port, &anchors, &zones)
+        }))
+    }
+
+    fn start(bin: &std::path::Path, make_config: impl Fn(&str, u16) -> String) -> Unbound {
         let mut failures = String::new();
         for attempt in 0..3 {
             let dir = tempfile::Builder::new()
@@ -62,7 +102,7 @@ impl Unbound {
                 .unwrap();
             let port = ports::free_port();
             let conf = dir.path().join("unbound.conf");
-            fs::write(&conf, config(dir.path().to_str().unwrap(), port)).unwrap();
+            fs::write(&conf, make_config(dir.path().to_str().unwrap(), port)).unwrap();
             let log = dir.path().join("unbound.log");
             let mut child = Command::new(bin)
                 .arg("-d")
@@ -156,6 +196,85 @@ fn config(dir: &str, port: u16) -> String {
         c += &format!(
             "    local-data: 'big.test.internal. 300 IN TXT \"{i:02}{}\"'\n",
             "x".repeat(198)
+        );
+    }
+    c += "remote-control:\n    control-enable: no\n";
+    c
+}
+
+/// Writes `zone` (SOA, NS, `www` A `addr`) into `dir`, makes a key and signs
+/// it (signatures expiring at `expire`, YYYYMMDDhhmmss, when given).
+/// Returns the trust-anchor file (the key's DS) and the signed zone file.
+fn sign(
+    dir: &str,
+    zone: &str,
+    addr: &str,
+    expire: Option<&str>,
+    keygen: &std::path::Path,
+    signzone: &std::path::Path,
+) -> (String, String) {
+    let zonefile = format!("{dir}/{zone}.zone");
+    fs::write(
+        &zonefile,
+        format!(
+            "$ORIGIN {zone}.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 300\n\
+             @ IN NS ns\nns IN A 127.0.0.1\nwww IN A {addr}\n"
+        ),
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let key = run(Command::new(keygen).args(["-a", "ECDSAP256SHA256", "-k", zone]));
+    let mut sign = Command::new(signzone);
+    sign.arg("-n");
+    if let Some(e) = expire {
+        sign.args(["-i", "20190101000000", "-e", e]);
+    }
+    run(sign.args([&zonefile, &key]));
+    (format!("{dir}/{key}.ds"), format!("{zonefile}.signed"))
+}
+
+fn validating_config(dir: &str, port: u16, anchors: &[String], zones: &[(&str, String)]) -> String {
+    let mut c = format!(
+        r#"server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    pidfile: ""
+    directory: "{dir}"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    module-config: "validator iterator"
+    do-not-query-localhost: no
+    ede: yes
+    val-log-level: 2
+    # Bogus answers are not cached, so every query gets the fresh reason.
+    val-bogus-ttl: 0
+    local-zone: "test." nodefault
+    local-zone: "internal." static
+    local-data: "www.test.internal. 300 IN A 192.0.2.10"
+"#
+    );
+    for a in anchors {
+        c += &format!("    trust-anchor-file: \"{a}\"\n");
+    }
+    for (zone, file) in zones {
+        c += &format!(
+            "auth-zone:\n    name: \"{zone}.\"\n    zonefile: \"{file}\"\n    \
+             for-upstream: yes\n    for-downstream: no\n    fallback-enabled: no\n"
         );
     }
     c += "remote-control:\n    control-enable: no\n";

@@ -6,6 +6,7 @@
 //! upstream") and DO/CD pass-through.
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{A, NS, NULL, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
@@ -29,6 +30,12 @@ pub struct Script {
     pub tc_over_udp: bool,
     /// Never answer (for timeouts).
     pub silent: bool,
+    /// An Extended DNS Error (code, text) in the reply's OPT.
+    pub ede: Option<(u16, String)>,
+    /// Rewrites the encoded reply (UDP and TCP) before it is sent: for
+    /// replies no encoder would write (compression loops, lies about
+    /// lengths, records out of place).
+    pub mangle: Option<fn(&mut Vec<u8>)>,
 }
 
 pub fn name(s: &str) -> Name {
@@ -165,6 +172,14 @@ impl Script {
     }
     pub fn tc_over_udp(mut self) -> Self {
         self.tc_over_udp = true;
+        self
+    }
+    pub fn with_ede(mut self, code: u16, text: &str) -> Self {
+        self.ede = Some((code, text.into()));
+        self
+    }
+    pub fn mangled(mut self, f: fn(&mut Vec<u8>)) -> Self {
+        self.mangle = Some(f);
         self
     }
 }
@@ -413,15 +428,23 @@ fn handle(packet: &[u8], tcp: bool, state: &State) -> Option<Vec<u8>> {
         let mut e = Edns::new();
         e.set_max_payload(1232);
         e.set_dnssec_ok(qe.flags().dnssec_ok);
+        if let Some((code, text)) = &script.ede {
+            let mut data = code.to_be_bytes().to_vec();
+            data.extend_from_slice(text.as_bytes());
+            e.options_mut().insert(EdnsOption::Unknown(15, data));
+        }
         resp.set_edns(e);
     }
-    let full = {
+    let mut full = {
         let mut m = resp.clone();
         m.add_answers(script.answers.iter().cloned());
         m.add_authorities(script.authorities.iter().cloned());
         m.add_additionals(script.additionals.iter().cloned());
         m.to_vec().ok()?
     };
+    if let Some(mangle) = script.mangle {
+        mangle(&mut full);
+    }
     if tcp {
         return Some(full);
     }

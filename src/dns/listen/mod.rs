@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::tcp::Workers;
-use self::worker::WorkerConfig;
+use self::worker::{Worker, WorkerConfig};
 use super::pipeline::Pipeline;
 use super::sys::mmsg::enable_pktinfo;
 
@@ -75,24 +75,29 @@ impl Listeners {
         self.udp.len()
     }
 
-    /// Serves until `shutdown` is cancelled; workers and connections are
-    /// tracked by `tasks`, which finish the queries in flight first.
+    /// Sets up every worker (its event set and upstream pool), then serves
+    /// until `shutdown` is cancelled; workers and connections are tracked
+    /// by `tasks`, which finish the queries in flight first. Called within
+    /// the runtime; when it returns, the server is ready.
     pub fn serve(
         self,
         pipeline: Arc<Pipeline>,
         config: WorkerConfig,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
-    ) {
-        let mut queues = Vec::with_capacity(self.udp.len());
-        for sockets in self.udp {
+    ) -> io::Result<()> {
+        let workers = self
+            .udp
+            .into_iter()
+            .map(|sockets| Worker::new(sockets, pipeline.clone(), &config))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut queues = Vec::with_capacity(workers.len());
+        for w in workers {
             let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
             queues.push(tx);
-            let pipeline = pipeline.clone();
-            let config = config.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = worker::run(sockets, pipeline, config, rx, shutdown).await {
+                if let Err(e) = worker::run(w, rx, shutdown).await {
                     tracing::error!(error = %e, "dns worker stopped");
                 }
             });
@@ -107,6 +112,7 @@ impl Listeners {
                 tasks.clone(),
             ));
         }
+        Ok(())
     }
 }
 

@@ -80,43 +80,53 @@ impl Poll {
     }
 
     /// Waits until some socket in the set is ready, then returns up to
-    /// `events.len()` of them (never zero).
+    /// `max` of them (never none).
     pub async fn ready(&self, events: &mut Vec<Event>, max: usize) -> io::Result<()> {
-        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        let max = max.min(raw.len());
         loop {
             let mut guard = self.fd.readable().await?;
-            let n = guard.try_io(|fd| {
-                // SAFETY: `raw` has room for `max` events.
-                let n = unsafe {
-                    libc::epoll_wait(fd.as_raw_fd(), raw.as_mut_ptr(), max as libc::c_int, 0)
-                };
-                match n {
-                    n if n < 0 => Err(io::Error::last_os_error()),
-                    // Nothing ready after all: tokio must wait for the next edge.
-                    0 => Err(io::ErrorKind::WouldBlock.into()),
-                    n => Ok(n as usize),
-                }
-            });
-            match n {
-                Ok(Ok(n)) => {
-                    events.clear();
-                    events.extend(raw[..n].iter().map(|e| {
-                        let flags = e.events;
-                        Event {
-                            token: e.u64,
-                            readable: flags
-                                & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32
-                                != 0,
-                            writable: flags & libc::EPOLLOUT as u32 != 0,
-                        }
-                    }));
-                    return Ok(());
-                }
+            match guard.try_io(|fd| match wait(fd.as_raw_fd(), events, max)? {
+                // Nothing ready after all: tokio must wait for the next edge.
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                _ => Ok(()),
+            }) {
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
         }
     }
+
+    /// Returns the sockets ready now, if any, without waiting.
+    pub fn try_ready(&self, events: &mut Vec<Event>, max: usize) -> io::Result<bool> {
+        loop {
+            match wait(self.fd.as_raw_fd(), events, max) {
+                Ok(n) => return Ok(n > 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One non-blocking `epoll_wait` into `events`; returns how many.
+fn wait(epfd: RawFd, events: &mut Vec<Event>, max: usize) -> io::Result<usize> {
+    let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let max = max.min(raw.len());
+    // SAFETY: `raw` has room for `max` events.
+    let n = unsafe { libc::epoll_wait(epfd, raw.as_mut_ptr(), max as libc::c_int, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    events.clear();
+    events.extend(raw[..n].iter().map(|e| {
+        let flags = e.events;
+        Event {
+            token: e.u64,
+            readable: flags & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0,
+            writable: flags & libc::EPOLLOUT as u32 != 0,
+        }
+    }));
+    Ok(n)
 }
