@@ -141,14 +141,20 @@ impl Pipeline {
         Step::Forward(q, decided)
     }
 
-    /// Stages 5 → 6: the upstream stage finished with `held`.
-    pub fn resume(&self, held: &HeldQuery, finished: Finished<'_>, out: &mut Vec<u8>) {
+    /// Stages 5 → 6: the upstream stage finished with `held` at `now`.
+    pub fn resume(
+        &self,
+        held: &HeldQuery,
+        finished: Finished<'_>,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
         let q = held.query();
         let (rcode, outcome) = match finished {
             Finished::Answered(reply) => {
                 if let Some(ttl) = reply.cache_ttl {
                     let key = Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd());
-                    self.cache.insert(&key, &reply.answer, ttl, Instant::now());
+                    self.cache.insert(&key, &reply.answer, ttl, now);
                 }
                 answers::forwarded(out, &q, &reply.answer, 0, held.transport);
                 (reply.rcode, Outcome::Allowed)
@@ -172,7 +178,7 @@ impl Pipeline {
             decided: held.decided,
             rcode,
             outcome,
-            duration: held.received.elapsed(),
+            duration: now.saturating_duration_since(held.received),
         });
     }
 

@@ -32,6 +32,8 @@ pub struct Script {
     pub silent: bool,
     /// An Extended DNS Error (code, text) in the reply's OPT.
     pub ede: Option<(u16, String)>,
+    /// No OPT in the reply, even when the query had one.
+    pub no_edns: bool,
     /// Rewrites the encoded reply (UDP and TCP) before it is sent: for
     /// replies no encoder would write (compression loops, lies about
     /// lengths, records out of place).
@@ -176,6 +178,10 @@ impl Script {
     }
     pub fn with_ede(mut self, code: u16, text: &str) -> Self {
         self.ede = Some((code, text.into()));
+        self
+    }
+    pub fn without_edns(mut self) -> Self {
+        self.no_edns = true;
         self
     }
     pub fn mangled(mut self, f: fn(&mut Vec<u8>)) -> Self {
@@ -424,7 +430,7 @@ fn handle(packet: &[u8], tcp: bool, state: &State) -> Option<Vec<u8>> {
     resp.metadata.authentic_data = script.ad;
     resp.metadata.response_code = script.rcode;
     resp.add_query(q);
-    if let Some(qe) = &query.edns {
+    if let Some(qe) = query.edns.as_ref().filter(|_| !script.no_edns) {
         let mut e = Edns::new();
         e.set_max_payload(1232);
         e.set_dnssec_ok(qe.flags().dnssec_ok);

@@ -240,7 +240,7 @@ impl Worker {
         for ev in events.iter() {
             if let Some(slot) = upstream.owns(ev.token) {
                 upstream.on_readable(slot, now, &mut |w, f| {
-                    deliver(pipeline, poll, clients, w, f)
+                    deliver(pipeline, poll, clients, now, w, f)
                 });
             }
         }
@@ -286,7 +286,7 @@ impl Worker {
             ..
         } = self;
         upstream.on_tcp_done(done, now, &mut |w, f| {
-            deliver(pipeline, poll, clients, w, f)
+            deliver(pipeline, poll, clients, now, w, f)
         });
     }
 
@@ -300,7 +300,7 @@ impl Worker {
             upstream,
             ..
         } = self;
-        upstream.expire(now, &mut |w, f| deliver(pipeline, poll, clients, w, f));
+        upstream.expire(now, &mut |w, f| deliver(pipeline, poll, clients, now, w, f));
         upstream.flush(now);
         for (token, c) in clients.iter_mut().enumerate() {
             c.flush(poll, token as u64);
@@ -315,6 +315,7 @@ fn deliver(
     pipeline: &Pipeline,
     poll: &Poll,
     clients: &mut [Client],
+    now: Instant,
     w: Waiting,
     finished: Finished<'_>,
 ) {
@@ -328,17 +329,17 @@ fn deliver(
             }
             match c.out.next_buf() {
                 Some(buf) => {
-                    pipeline.resume(&w.held, finished, buf);
+                    pipeline.resume(&w.held, finished, now, buf);
                     c.out.commit(w.held.client, w.held.local);
                 }
                 // The socket cannot take more now: the answer is lost like
                 // a dropped datagram, but the query is still recorded.
-                None => pipeline.resume(&w.held, finished, &mut Vec::new()),
+                None => pipeline.resume(&w.held, finished, now, &mut Vec::new()),
             }
         }
         ReplyTo::Tcp(tx) => {
             let mut buf = Vec::with_capacity(512);
-            pipeline.resume(&w.held, finished, &mut buf);
+            pipeline.resume(&w.held, finished, now, &mut buf);
             let _ = tx.send(buf);
         }
     }

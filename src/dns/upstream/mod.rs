@@ -434,6 +434,7 @@ impl Upstream {
         let result = if valid {
             AttemptResult::Answered
         } else {
+            tracing::debug!(server = %self.servers.addrs[server], "malformed reply");
             AttemptResult::Error
         };
         self.observer.upstream(&UpstreamAttempt {
@@ -542,6 +543,7 @@ impl Upstream {
                 self.settle(done.entry, server, valid, took, deliver);
             }
             Err(e) => {
+                tracing::debug!(server = %self.servers.addrs[server], error = %e, "tcp retry failed");
                 let result = if e.kind() == io::ErrorKind::TimedOut {
                     AttemptResult::Timeout
                 } else {
