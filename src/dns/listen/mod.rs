@@ -86,18 +86,17 @@ impl Listeners {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> io::Result<()> {
-        let workers = self
-            .udp
-            .into_iter()
-            .map(|sockets| Worker::new(sockets, pipeline.clone(), &config))
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut queues = Vec::with_capacity(workers.len());
-        for w in workers {
+        let mut queues = Vec::with_capacity(self.udp.len());
+        let mut workers = Vec::with_capacity(self.udp.len());
+        for sockets in self.udp {
             let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
             queues.push(tx);
+            workers.push(Worker::new(sockets, pipeline.clone(), &config, rx)?);
+        }
+        for w in workers {
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = worker::run(w, rx, shutdown).await {
+                if let Err(e) = worker::run(w, shutdown).await {
                     tracing::error!(error = %e, "dns worker stopped");
                 }
             });

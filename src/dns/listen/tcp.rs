@@ -28,12 +28,12 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The workers' queues for forwarded queries, taken in turn.
 pub struct Workers {
-    queues: Vec<mpsc::Sender<Box<Forwarded>>>,
+    queues: Vec<mpsc::Sender<Forwarded>>,
     next: AtomicUsize,
 }
 
 impl Workers {
-    pub fn new(queues: Vec<mpsc::Sender<Box<Forwarded>>>) -> Self {
+    pub fn new(queues: Vec<mpsc::Sender<Forwarded>>) -> Self {
         Self {
             queues,
             next: AtomicUsize::new(0),
@@ -47,9 +47,7 @@ impl Workers {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         let (reply, answer) = oneshot::channel();
-        self.queues[i]
-            .try_send(Box::new(Forwarded { held, reply }))
-            .ok()?;
+        self.queues[i].try_send(Forwarded { held, reply }).ok()?;
         Some(answer)
     }
 }

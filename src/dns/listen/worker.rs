@@ -95,7 +95,13 @@ pub struct Worker {
     poll: Poll,
     clients: Vec<Client>,
     upstream: Upstream,
+    /// TCP connections' queries for the upstream stage.
+    forwarded: mpsc::Receiver<Forwarded>,
+    forwards_open: bool,
+    mail: Vec<Forwarded>,
+    /// The upstream stage's TCP retries, reporting back.
     tcp_done: mpsc::UnboundedReceiver<TcpDone>,
+    tcp_mail: Vec<TcpDone>,
     events: Vec<Event>,
     stopping: bool,
 }
@@ -108,6 +114,7 @@ impl Worker {
         sockets: Vec<(UdpSocket, bool)>,
         pipeline: Arc<Pipeline>,
         config: &WorkerConfig,
+        forwarded: mpsc::Receiver<Forwarded>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut clients = Vec::with_capacity(sockets.len());
@@ -133,7 +140,11 @@ impl Worker {
             poll,
             clients,
             upstream,
+            forwarded,
+            forwards_open: true,
+            mail: Vec::with_capacity(MAIL_PER_TURN),
             tcp_done,
+            tcp_mail: Vec::with_capacity(MAIL_PER_TURN),
             events: Vec::with_capacity(MAX_EVENTS),
             stopping: false,
         })
@@ -142,22 +153,16 @@ impl Worker {
 
 /// Runs a worker until `shutdown`, then until its queries in flight are
 /// answered.
-pub async fn run(
-    mut w: Worker,
-    mut forwarded: mpsc::Receiver<Box<Forwarded>>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let stop = shutdown.cancelled_owned();
+pub async fn run(mut w: Worker, shutdown: CancellationToken) -> io::Result<()> {
+    let stop = shutdown.clone().cancelled_owned();
     tokio::pin!(stop);
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
-    let mut forwards_open = true;
 
     enum Wake {
         Ready(io::Result<()>),
-        Forward(Option<Box<Forwarded>>),
-        TcpDone(Option<TcpDone>),
+        Mail,
         Timer,
         Stop,
     }
@@ -173,45 +178,42 @@ pub async fn run(
             }
             armed = deadline;
         }
+        // Biased, sockets first: a wake-up for ready sockets (nearly all of
+        // them) polls nothing else. Mail, deadlines and shutdown are also
+        // checked at every turn, so none of them waits on a busy worker.
         let wake = tokio::select! {
-            _ = &mut stop, if !w.stopping => Wake::Stop,
+            biased;
             r = w.poll.ready(&mut w.events, MAX_EVENTS) => Wake::Ready(r),
-            f = forwarded.recv(), if forwards_open => Wake::Forward(f),
-            t = w.tcp_done.recv() => Wake::TcpDone(t),
+            _ = &mut stop, if !w.stopping => Wake::Stop,
+            _ = w.forwarded.recv_many(&mut w.mail, MAIL_PER_TURN), if w.forwards_open => Wake::Mail,
+            _ = w.tcp_done.recv_many(&mut w.tcp_mail, MAIL_PER_TURN) => Wake::Mail,
             _ = &mut timer, if armed.is_some() => Wake::Timer,
         };
         let mut now = Instant::now();
         match wake {
-            Wake::Stop => w.stop(),
             Wake::Ready(Err(e)) => {
                 tracing::error!(error = %e, "worker event set failed");
                 return Err(e);
             }
             Wake::Ready(Ok(())) => w.on_events(now),
-            Wake::Forward(Some(f)) => w.on_forward(*f, now),
-            Wake::Forward(None) => forwards_open = false,
-            Wake::TcpDone(Some(done)) => w.on_tcp_done(done, now),
-            Wake::TcpDone(None) | Wake::Timer => {}
+            Wake::Stop | Wake::Mail | Wake::Timer => {}
         }
-        w.end_turn(now);
+        w.end_turn(now, &shutdown);
         // While sockets stay ready, take more turns without going back
-        // through the runtime; mail that arrived meanwhile is taken too.
+        // through the runtime.
         for _ in 1..TURNS_PER_WAKE {
             if !w.poll.try_ready(&mut w.events, MAX_EVENTS)? {
                 break;
             }
             now = Instant::now();
             w.on_events(now);
-            while let Ok(f) = forwarded.try_recv() {
-                w.on_forward(*f, now);
-            }
-            while let Ok(done) = w.tcp_done.try_recv() {
-                w.on_tcp_done(done, now);
-            }
-            w.end_turn(now);
+            w.end_turn(now, &shutdown);
         }
     }
 }
+
+/// Forwarded TCP queries and TCP retry results taken per turn.
+const MAIL_PER_TURN: usize = 64;
 
 /// Ready sockets handed over per turn.
 const MAX_EVENTS: usize = 64;
@@ -257,6 +259,33 @@ impl Worker {
         }
     }
 
+    /// Mail received by the last wake-up, and whatever else has arrived.
+    fn take_mail(&mut self, now: Instant) {
+        loop {
+            match self.forwarded.try_recv() {
+                Ok(f) => self.mail.push(f),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.forwards_open = false;
+                    break;
+                }
+            }
+        }
+        while let Ok(done) = self.tcp_done.try_recv() {
+            self.tcp_mail.push(done);
+        }
+        let mut mail = std::mem::take(&mut self.mail);
+        for f in mail.drain(..) {
+            self.on_forward(f, now);
+        }
+        self.mail = mail;
+        let mut tcp_mail = std::mem::take(&mut self.tcp_mail);
+        for done in tcp_mail.drain(..) {
+            self.on_tcp_done(done, now);
+        }
+        self.tcp_mail = tcp_mail;
+    }
+
     /// A TCP connection's query that must go upstream.
     fn on_forward(&mut self, f: Forwarded, now: Instant) {
         let Forwarded { held, reply } = f;
@@ -290,9 +319,14 @@ impl Worker {
         });
     }
 
-    /// The end of every turn: time out what waited too long, send what was
-    /// queued, replace the pool sockets that are due.
-    fn end_turn(&mut self, now: Instant) {
+    /// The end of every turn: take the mail, stop if asked to, time out
+    /// what waited too long, send what was queued, replace the pool sockets
+    /// that are due.
+    fn end_turn(&mut self, now: Instant, shutdown: &CancellationToken) {
+        self.take_mail(now);
+        if !self.stopping && shutdown.is_cancelled() {
+            self.stop();
+        }
         let Worker {
             pipeline,
             poll,
