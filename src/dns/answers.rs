@@ -247,6 +247,19 @@ pub fn error(
     put_our_opt(out, edns, (rcode >> 4) as u8, extra);
 }
 
+/// An error answer to a query that parsed: its question and OPT echoed.
+pub fn query_error(out: &mut Vec<u8>, q: &Query<'_>, rcode: u8, extra: Extra<'_>) {
+    error(
+        out,
+        q.id,
+        q.flags,
+        Some(q.question),
+        q.edns,
+        u16::from(rcode),
+        extra,
+    );
+}
+
 /// The most a UDP answer to this query may carry.
 pub fn udp_limit(edns: Option<Edns>) -> usize {
     match edns {

@@ -113,18 +113,11 @@ impl Pipeline {
         // default). Blocked names were answered above.
         if !q.rd() {
             let text: [&[u8]; 1] = [b"recursion not desired; this server only recurses"];
-            answers::error(
-                out,
-                q.id,
-                q.flags,
-                Some(q.question),
-                q.edns,
-                u16::from(RCODE_REFUSED),
-                Extra::Ede {
-                    code: EDE_NOT_AUTHORITATIVE,
-                    text: &text,
-                },
-            );
+            let ede = Extra::Ede {
+                code: EDE_NOT_AUTHORITATIVE,
+                text: &text,
+            };
+            answers::query_error(out, &q, RCODE_REFUSED, ede);
             return self.finish_local(req, &q, decided, out, Outcome::Refused);
         }
 
@@ -165,8 +158,8 @@ impl Pipeline {
                     code: EDE_NO_REACHABLE_AUTHORITY,
                     text: &text,
                 };
+                answers::query_error(out, &q, RCODE_SERVFAIL, ede);
                 let rcode = u16::from(RCODE_SERVFAIL);
-                answers::error(out, q.id, q.flags, Some(q.question), q.edns, rcode, ede);
                 (rcode, Outcome::Error)
             }
         };
@@ -191,16 +184,8 @@ impl Pipeline {
         decided: Decided,
         out: &mut Vec<u8>,
     ) {
+        answers::query_error(out, q, RCODE_SERVFAIL, Extra::None);
         let rcode = u16::from(RCODE_SERVFAIL);
-        answers::error(
-            out,
-            q.id,
-            q.flags,
-            Some(q.question),
-            q.edns,
-            rcode,
-            Extra::None,
-        );
         self.finish(&QueryRecord {
             client: req.client,
             transport: req.transport,

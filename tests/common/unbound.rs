@@ -164,8 +164,10 @@ impl Drop for Unbound {
     }
 }
 
-fn config(dir: &str, port: u16) -> String {
-    let mut c = format!(
+/// The `server:` clause every test Unbound starts with: loopback, one
+/// thread, in the foreground, everything in `dir`.
+fn server_clause(dir: &str, port: u16, modules: &str) -> String {
+    format!(
         r#"server:
     interface: 127.0.0.1
     port: {port}
@@ -183,11 +185,16 @@ fn config(dir: &str, port: u16) -> String {
     verbosity: 1
     num-threads: 1
     access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
-    local-zone: "test.internal." static
-    local-data: "test.internal. 300 IN SOA ns.test.internal. hostmaster.test.internal. 1 3600 600 86400 120"
+    module-config: "{modules}"
 "#
-    );
+    )
+}
+
+fn config(dir: &str, port: u16) -> String {
+    let mut c = server_clause(dir, port, "iterator");
+    c += r#"    local-zone: "test.internal." static
+    local-data: "test.internal. 300 IN SOA ns.test.internal. hostmaster.test.internal. 1 3600 600 86400 120"
+"#;
     for d in LOCAL_DATA {
         c += &format!("    local-data: \"{d}\"\n");
     }
@@ -241,24 +248,8 @@ fn sign(
 }
 
 fn validating_config(dir: &str, port: u16, anchors: &[String], zones: &[(&str, String)]) -> String {
-    let mut c = format!(
-        r#"server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip4: yes
-    do-ip6: no
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    pidfile: ""
-    directory: "{dir}"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    access-control: 127.0.0.0/8 allow
-    module-config: "validator iterator"
-    do-not-query-localhost: no
+    let mut c = server_clause(dir, port, "validator iterator");
+    c += r#"    do-not-query-localhost: no
     ede: yes
     val-log-level: 2
     # Bogus answers are not cached, so every query gets the fresh reason.
@@ -266,8 +257,7 @@ fn validating_config(dir: &str, port: u16, anchors: &[String], zones: &[(&str, S
     local-zone: "test." nodefault
     local-zone: "internal." static
     local-data: "www.test.internal. 300 IN A 192.0.2.10"
-"#
-    );
+"#;
     for a in anchors {
         c += &format!("    trust-anchor-file: \"{a}\"\n");
     }
