@@ -122,12 +122,14 @@ impl Pipeline {
         }
 
         // 4. cache (the arrival time is "now": one clock read fewer)
-        let key = Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd());
-        let hit = self.cache.lookup(&key, req.received, |answer, age| {
-            answers::forwarded(out, &q, answer, age, req.transport);
-        });
-        if hit.is_some() {
-            return self.finish_local(req, &q, decided, out, Outcome::Cached);
+        if self.cache.is_enabled() {
+            let key = Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd());
+            let hit = self.cache.lookup(&key, req.received, |answer, age| {
+                answers::forwarded(out, &q, answer, age, req.transport);
+            });
+            if hit.is_some() {
+                return self.finish_local(req, &q, decided, out, Outcome::Cached);
+            }
         }
 
         // 5. upstream: the worker holds the query and calls `resume`.
@@ -145,7 +147,7 @@ impl Pipeline {
         let q = held.query();
         let (rcode, outcome) = match finished {
             Finished::Answered(reply) => {
-                if let Some(ttl) = reply.cache_ttl {
+                if let Some(ttl) = reply.cache_ttl.filter(|_| self.cache.is_enabled()) {
                     let key = Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd());
                     self.cache.insert(&key, &reply.answer, ttl, now);
                 }
