@@ -454,3 +454,49 @@ fn a_silent_upstream_costs_no_descriptor_per_query() {
         "{before} descriptors before, {during} with 500 queries waiting"
     );
 }
+
+#[test]
+fn a_full_table_of_waiting_queries_answers_servfail_at_once() {
+    // Queries waiting on upstreams are bounded (10,000 over all workers):
+    // past the bound a query is answered SERVFAIL at once, never queued.
+    let dead = FakeUpstream::silent();
+    let sh = Setup::new().upstream(dead.addr()).timeout("30s").serve();
+    // A short read timeout: the loop below polls the upstream's count too.
+    let sock = dns::udp_socket(sh.dns, Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    let servfail = loop {
+        assert!(sent < 10_100, "no SERVFAIL after {sent} waiting queries");
+        assert!(Instant::now() < deadline, "too slow");
+        for _ in 0..100 {
+            sock.send(&Q::a(&format!("w{sent}.wait.test")).bytes())
+                .unwrap();
+            sent += 1;
+        }
+        // Every query reaches the upstream or is answered: wait for either.
+        let mut answered = Vec::new();
+        while dead.count() + answered.len() < sent {
+            assert!(
+                Instant::now() < deadline,
+                "{sent} sent, {} upstream, {} answered",
+                dead.count(),
+                answered.len()
+            );
+            if let Some(a) = dns::recv(&sock) {
+                answered.push(Reply::from_bytes(a));
+            }
+        }
+        if !answered.is_empty() {
+            break answered;
+        }
+    };
+    assert!(dead.count() <= 10_000, "{} waiting", dead.count());
+    for r in &servfail {
+        assert_eq!(r.rcode(), ResponseCode::ServFail, "{}", r.dump());
+    }
+    let m = http::get(sh.admin, "/metrics").body;
+    assert_eq!(
+        http::metric(&m, "sinkhole_queries_total", &[("outcome", "error")]),
+        servfail.len() as f64
+    );
+}

@@ -179,24 +179,18 @@ impl Pipeline {
 
     /// Too many queries wait for upstreams already: SERVFAIL at once,
     /// rather than queueing without bound.
-    pub fn overloaded(
-        &self,
-        req: &Request<'_>,
-        q: &Query<'_>,
-        decided: Decided,
-        out: &mut Vec<u8>,
-    ) {
-        answers::query_error(out, q, RCODE_SERVFAIL, Extra::None);
-        let rcode = u16::from(RCODE_SERVFAIL);
+    pub fn overloaded(&self, held: &HeldQuery, out: &mut Vec<u8>) {
+        let q = held.query();
+        answers::query_error(out, &q, RCODE_SERVFAIL, Extra::None);
         self.finish(&QueryRecord {
-            client: req.client,
-            transport: req.transport,
+            client: held.client,
+            transport: held.transport,
             name: Some(q.qname),
             qtype: q.qtype,
-            decided,
-            rcode,
+            decided: held.decided,
+            rcode: u16::from(RCODE_SERVFAIL),
             outcome: Outcome::Error,
-            duration: req.received.elapsed(),
+            duration: held.received.elapsed(),
         });
     }
 

@@ -129,7 +129,7 @@ async fn connection(
                         // The worker stopped before answering.
                         Err(_) => return,
                     },
-                    None => pipeline.overloaded(&req, &q, decided, &mut out),
+                    None => pipeline.overloaded(&HeldQuery::new(&req, &q, decided), &mut out),
                 }
             }
         }

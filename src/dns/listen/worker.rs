@@ -294,15 +294,7 @@ impl Worker {
             return;
         }
         let mut buf = Vec::new();
-        let req = Request {
-            packet: &[],
-            client: held.client,
-            local: held.local,
-            transport: held.transport,
-            received: held.received,
-        };
-        self.pipeline
-            .overloaded(&req, &held.query(), held.decided, &mut buf);
+        self.pipeline.overloaded(&held, &mut buf);
         let _ = reply.send(buf);
     }
 
@@ -423,17 +415,18 @@ fn serve_client(
                     c.out.commit_raw(to, len, req.local);
                 }
                 Step::Drop => {}
-                Step::Forward(q, decided) if upstream.has_room() => {
-                    let held = HeldQuery::new(&req, &q, decided);
-                    let reply_to = ReplyTo::Udp {
-                        socket: token as u16,
-                    };
-                    upstream.submit(held, reply_to, now);
-                }
                 Step::Forward(q, decided) => {
-                    pipeline.overloaded(&req, &q, decided, buf);
-                    let (to, len) = c.recv.raw_peer(i);
-                    c.out.commit_raw(to, len, req.local);
+                    let held = HeldQuery::new(&req, &q, decided);
+                    if upstream.has_room() {
+                        let reply_to = ReplyTo::Udp {
+                            socket: token as u16,
+                        };
+                        upstream.submit(held, reply_to, now);
+                    } else {
+                        pipeline.overloaded(&held, buf);
+                        let (to, len) = c.recv.raw_peer(i);
+                        c.out.commit_raw(to, len, req.local);
+                    }
                 }
             }
         }
