@@ -500,3 +500,38 @@ fn a_full_table_of_waiting_queries_answers_servfail_at_once() {
         servfail.len() as f64
     );
 }
+
+#[test]
+fn sigterm_lets_queries_waiting_upstream_finish() {
+    // SPEC: SIGTERM finishes in-flight queries, then exits 0. The query is
+    // at the upstream (which takes 500 ms) when the signal arrives.
+    let slow = FakeUpstream::start();
+    slow.on(
+        "slow.test",
+        Script::a("slow.test", 60, &[ip(8)]).delayed(Duration::from_millis(500)),
+    );
+    let mut sh = Setup::new().upstream(slow.addr()).timeout("2s").serve();
+    let sock = dns::udp_socket(sh.dns, Duration::from_secs(5));
+    let q = Q::a("slow.test");
+    sock.send(&q.bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the query never reached upstream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", sh.pid())])
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success());
+    let r = Reply::from_bytes(dns::recv(&sock).expect("answered despite SIGTERM"));
+    assert_eq!(r.id(), q.id);
+    assert_eq!(r.a_addrs(), vec![ip(8)], "{}", r.dump());
+    let exit = sh
+        .wait_exit(Duration::from_secs(15))
+        .expect("sinkhole exits after SIGTERM");
+    assert_eq!(exit.code(), Some(0));
+}

@@ -34,6 +34,8 @@ pub struct Script {
     pub ede: Option<(u16, String)>,
     /// No OPT in the reply, even when the query had one.
     pub no_edns: bool,
+    /// Answer only after this long (the UDP loop waits: one slow answer).
+    pub delay: Option<Duration>,
     /// Rewrites the encoded reply (UDP and TCP) before it is sent: for
     /// replies no encoder would write (compression loops, lies about
     /// lengths, records out of place).
@@ -178,6 +180,10 @@ impl Script {
     }
     pub fn with_ede(mut self, code: u16, text: &str) -> Self {
         self.ede = Some((code, text.into()));
+        self
+    }
+    pub fn delayed(mut self, by: Duration) -> Self {
+        self.delay = Some(by);
         self
     }
     pub fn without_edns(mut self) -> Self {
@@ -420,6 +426,9 @@ fn handle(packet: &[u8], tcp: bool, state: &State) -> Option<Vec<u8>> {
         });
     if script.silent {
         return None;
+    }
+    if let Some(by) = script.delay {
+        thread::sleep(by);
     }
 
     let mut resp = Message::response(query.metadata.id, query.metadata.op_code);
