@@ -2,8 +2,8 @@
 //! the command line and maps results to exit codes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -17,8 +17,12 @@ use crate::dns::listen::worker::WorkerConfig;
 use crate::dns::pipeline::Pipeline;
 use crate::dns::upstream::{Servers, pool};
 use crate::http::admin::{self, AdminState};
+use crate::http::blockpage::{self, BlockPage};
+use crate::http::tls::{Certificate, TlsError};
 use crate::metrics::{ListLabels, Metrics};
 use crate::observe::Observer;
+use crate::observe::audit::{AuditLog, Names};
+use crate::observe::stats::Stats;
 use crate::policy::explain::Explanation;
 use crate::policy::{DomainName, ListId};
 use crate::reload::{Reloader, StartError, load_list};
@@ -37,6 +41,8 @@ pub enum AppError {
     },
     #[error("{0}")]
     Runtime(std::io::Error),
+    #[error("block page certificate: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Loads `-c FILE`, else `./sinkhole.yaml`, else the built-in default.
@@ -154,7 +160,20 @@ async fn run(
     let tasks = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
 
-    let observer = Arc::new(Observer::new(metrics.clone()));
+    // The audit log's writer and the counts behind /stats.
+    let stats = Arc::new(Mutex::new(Stats::new(
+        config.stats.window.as_secs(),
+        config.categories.iter().map(|c| c.name.clone()).collect(),
+    )));
+    let names = Names {
+        lists: config.lists.iter().map(|l| l.name.clone()).collect(),
+        categories: config.categories.iter().map(|c| c.name.clone()).collect(),
+    };
+    let (audit, writer) = AuditLog::start(&config.log, names, stats.clone(), metrics.log_dropped())
+        .map_err(AppError::Runtime)?;
+    let audit = Arc::new(audit);
+
+    let observer = Arc::new(Observer::new(metrics.clone(), audit.clone()));
     let pipeline = Arc::new(Pipeline::new(
         reloader.live(),
         Cache::new(config.cache_size),
@@ -177,6 +196,7 @@ async fn run(
                 reloader: reloader.clone(),
                 pipeline: pipeline.clone(),
                 metrics: metrics.clone(),
+                stats: stats.clone(),
                 ready: ready.clone(),
             };
             tracing::info!(addr = %addr, "admin listening");
@@ -215,15 +235,19 @@ async fn run(
             addr: "upstream socket pool".into(),
             source,
         })?;
-    if config.listen.http.is_some() {
-        tracing::warn!(
-            "listen.http is set, but the block page is not part of this release; not serving it"
-        );
-    }
+    let certificate = start_blockpage(
+        &config,
+        &reloader,
+        audit.clone(),
+        &metrics,
+        &shutdown,
+        &tasks,
+    )
+    .await?;
     ready.store(true, Ordering::Release);
     tracing::info!(upstreams = ?config.upstream.servers, "ready");
 
-    wait_for_signals(&reloader).await;
+    wait_for_signals(&reloader, certificate.as_ref()).await;
     tracing::info!("shutting down: finishing in-flight queries");
     ready.store(false, Ordering::Release);
     shutdown.cancel();
@@ -235,11 +259,68 @@ async fn run(
     if let Some(t) = admin_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
+    // The last queries' audit lines out before the process ends.
+    let _ = tokio::task::spawn_blocking(move || audit.stop(writer, Duration::from_secs(2))).await;
     Ok(())
 }
 
+/// Binds and serves the block page on `listen.http` and `listen.https`;
+/// returns the certificate (for SIGHUP to reload) when there is one.
+async fn start_blockpage(
+    config: &Config,
+    reloader: &Reloader,
+    audit: Arc<AuditLog>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Option<Arc<Certificate>>, AppError> {
+    if config.listen.http.is_none() && config.listen.https.is_none() {
+        return Ok(None);
+    }
+    let page = Arc::new(BlockPage::new(
+        reloader.live(),
+        config.blockpage.organisation.clone(),
+        config.blockpage.contact.clone(),
+        audit,
+        metrics.clone(),
+    ));
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: addr.to_string(),
+                source,
+            })
+    };
+    if let Some(addr) = config.listen.http {
+        let listener = bind(addr).await?;
+        tracing::info!(addr = %addr, "block page listening (http)");
+        tasks.spawn(blockpage::serve_http(
+            listener,
+            page.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
+    let mut certificate = None;
+    if let (Some(addr), Some(files)) = (config.listen.https, &config.blockpage.tls) {
+        let cert = Arc::new(Certificate::load(files)?);
+        let listener = bind(addr).await?;
+        tracing::info!(addr = %addr, "block page listening (https)");
+        tasks.spawn(blockpage::serve_https(
+            listener,
+            page,
+            cert.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        certificate = Some(cert);
+    }
+    Ok(certificate)
+}
+
 #[cfg(unix)]
-async fn wait_for_signals(reloader: &Arc<Reloader>) {
+async fn wait_for_signals(reloader: &Arc<Reloader>, certificate: Option<&Arc<Certificate>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -257,6 +338,12 @@ async fn wait_for_signals(reloader: &Arc<Reloader>) {
             _ = hup.recv() => {
                 let r = reloader.clone();
                 let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                if let Some(cert) = certificate {
+                    match cert.reload() {
+                        Ok(()) => tracing::info!("block page certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "block page certificate kept: cannot load the new one"),
+                    }
+                }
             }
         }
     }

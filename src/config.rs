@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::lists::{Format, FormatChoice};
-use crate::policy::{Action, Category};
+use crate::policy::{Action, Alternative, Category};
 
 /// The configuration `serve` runs when there is no `./sinkhole.yaml`: the
 /// repository's own file, with paths relative to the working directory.
@@ -50,9 +50,70 @@ impl fmt::Display for ConfigError {
 pub struct Listen {
     /// UDP and TCP on each.
     pub dns: Vec<SocketAddr>,
-    /// Block page (served by a later release).
+    /// The block page over plain HTTP.
     pub http: Option<SocketAddr>,
+    /// The block page over TLS (with `blockpage.tls_cert` and `tls_key`).
+    pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+}
+
+/// What the block page says besides the category's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockPage {
+    /// Shown in the page title ("NHS Example Trust").
+    pub organisation: Option<String>,
+    /// Whom to ask ("Information Governance, ig@example.nhs.uk, ext. 1234").
+    pub contact: Option<String>,
+    /// PEM certificate chain and key for `listen.https`.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Which queries get an audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogQueries {
+    Blocked,
+    All,
+    None,
+}
+
+impl LogQueries {
+    const NAMES: [(&'static str, LogQueries); 3] = [
+        ("blocked", LogQueries::Blocked),
+        ("all", LogQueries::All),
+        ("none", LogQueries::None),
+    ];
+}
+
+/// How a client's address is shown in logs and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientShow {
+    /// The address as it is.
+    Full,
+    /// Its /24 (IPv4) or /56 (IPv6).
+    Subnet,
+    /// A keyed hash: the same client and key give the same hex string.
+    Hashed { key: String },
+    /// Not at all.
+    None,
+}
+
+/// The audit log and the reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub queries: LogQueries,
+    pub client: ClientShow,
+}
+
+/// `/stats`: the span it counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSettings {
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +157,9 @@ pub struct Config {
     pub categories: Vec<Category>,
     /// Blocklists first, then allowlists, in file order.
     pub lists: Vec<ListSource>,
+    pub blockpage: BlockPage,
+    pub log: LogSettings,
+    pub stats: StatsSettings,
 }
 
 impl Config {
@@ -187,7 +251,7 @@ impl Validator<'_> {
                 name,
                 action: c.action.unwrap_or(default_action),
                 reason: c.reason,
-                alternatives: c.alternatives,
+                alternatives: c.alternatives.into_iter().map(|a| a.0).collect(),
             })
             .collect();
 
@@ -312,6 +376,70 @@ impl Validator<'_> {
         }
 
         let listen = raw.listen.unwrap_or_else(RawListen::builtin);
+        let tls = match (&raw.blockpage.tls_cert, &raw.blockpage.tls_key) {
+            (Some(cert), Some(key)) => {
+                let cert_path = self.base.join(cert);
+                let key_path = self.base.join(key);
+                for (k, shown, path) in
+                    [("tls_cert", cert, &cert_path), ("tls_key", key, &key_path)]
+                {
+                    if !path.is_file() {
+                        return Err(self.error_at(
+                            k,
+                            shown,
+                            format!(
+                                "blockpage.{k}: file {} does not exist or is not a file",
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
+                Some(TlsFiles {
+                    cert: cert_path,
+                    key: key_path,
+                })
+            }
+            (None, None) => None,
+            (Some(c), None) => {
+                return Err(self.error_at(
+                    "tls_cert",
+                    c,
+                    "blockpage.tls_cert is set but blockpage.tls_key is not; give both".into(),
+                ));
+            }
+            (None, Some(k)) => {
+                return Err(self.error_at(
+                    "tls_key",
+                    k,
+                    "blockpage.tls_key is set but blockpage.tls_cert is not; give both".into(),
+                ));
+            }
+        };
+        if let Some(https) = &listen.https
+            && tls.is_none()
+        {
+            return Err(self.error_at(
+                "https",
+                &https.0.to_string(),
+                "listen.https needs blockpage.tls_cert and blockpage.tls_key (a PEM certificate chain and its key)".into(),
+            ));
+        }
+        let client = match (
+            raw.log.client.unwrap_or(ClientSpec::Full),
+            raw.log.client_hash_key,
+        ) {
+            (ClientSpec::Hashed, Some(key)) if !key.trim().is_empty() => ClientShow::Hashed { key },
+            (ClientSpec::Hashed, _) => {
+                return Err(self.error_at(
+                    "client",
+                    "hashed",
+                    "log.client: hashed needs log.client_hash_key, a secret of your choosing (keep it out of version control)".into(),
+                ));
+            }
+            (ClientSpec::Full, _) => ClientShow::Full,
+            (ClientSpec::Subnet, _) => ClientShow::Subnet,
+            (ClientSpec::None, _) => ClientShow::None,
+        };
         Ok(Config {
             listen: Listen {
                 dns: listen
@@ -319,7 +447,20 @@ impl Validator<'_> {
                     .map(|v| v.into_iter().map(|a| a.0).collect())
                     .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 5353))]),
                 http: listen.http.map(|a| a.0),
+                https: listen.https.map(|a| a.0),
                 admin: listen.admin.map(|a| a.0),
+            },
+            blockpage: BlockPage {
+                organisation: raw.blockpage.organisation,
+                contact: raw.blockpage.contact,
+                tls,
+            },
+            log: LogSettings {
+                queries: raw.log.queries.unwrap_or(LogQueries::Blocked),
+                client,
+            },
+            stats: StatsSettings {
+                window: raw.stats.window.map_or(Duration::from_secs(3600), |d| d.0),
             },
             upstream: Upstream {
                 servers,
@@ -404,6 +545,35 @@ struct RawConfig {
     lists: Vec<RawList>,
     #[serde(default)]
     allowlists: Vec<RawList>,
+    #[serde(default)]
+    blockpage: RawBlockpage,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    stats: RawStats,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlockpage {
+    organisation: Option<String>,
+    contact: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    queries: Option<LogQueries>,
+    client: Option<ClientSpec>,
+    client_hash_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStats {
+    window: Option<DurationSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -411,6 +581,7 @@ struct RawConfig {
 struct RawListen {
     dns: Option<Vec<ListenAddr>>,
     http: Option<ListenAddr>,
+    https: Option<ListenAddr>,
     admin: Option<ListenAddr>,
 }
 
@@ -420,6 +591,7 @@ impl RawListen {
         Self {
             dns: None,
             http: None,
+            https: None,
             admin: Some(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9154)))),
         }
     }
@@ -473,7 +645,72 @@ struct RawCategory {
     action: Option<Action>,
     reason: Option<String>,
     #[serde(default)]
-    alternatives: Vec<String>,
+    alternatives: Vec<AlternativeSpec>,
+}
+
+/// An alternative: `"Attend Anywhere"` or `{name: ..., url: https://...}`.
+#[derive(Debug)]
+struct AlternativeSpec(Alternative);
+
+impl<'de> Deserialize<'de> for AlternativeSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AlternativeSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name, or {name: NAME, url: https://...}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<AlternativeSpec, E> {
+                Ok(AlternativeSpec(Alternative {
+                    name: s.to_owned(),
+                    url: None,
+                }))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AlternativeSpec, A::Error> {
+                let (mut name, mut url) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => name = Some(map.next_value::<String>()?),
+                        "url" => {
+                            let u: String = map.next_value()?;
+                            url = Some(check_url(&u).map_err(de::Error::custom)?);
+                        }
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown field `{other}` in an alternative, expected `name` or `url`"
+                            )));
+                        }
+                    }
+                }
+                let name =
+                    name.ok_or_else(|| de::Error::custom("an alternative needs a `name`"))?;
+                Ok(AlternativeSpec(Alternative { name, url }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A link the block page may show: `http://` or `https://` and a host,
+/// nothing a browser would run (`javascript:`) or misread.
+fn check_url(u: &str) -> Result<String, String> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| format!("{u:?} is not a link; expected an https:// (or http://) URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty()
+        || u.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+    {
+        return Err(format!(
+            "{u:?} is not a usable link; expected an https:// URL with a host and no spaces or quotes"
+        ));
+    }
+    Ok(u.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,6 +812,49 @@ from_str_visitor!(Action, "an action", |s| {
         let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         format!("unknown action {s:?}; expected {}", one_of(&names))
     })
+});
+
+from_str_visitor!(LogQueries, "blocked, all or none", |s| {
+    LogQueries::NAMES
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = LogQueries::NAMES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown value {s:?} for log.queries; expected {}",
+                one_of(&names)
+            )
+        })
+});
+
+/// `log.client` as written; `hashed` is checked for its key afterwards.
+#[derive(Debug, Clone, Copy)]
+enum ClientSpec {
+    Full,
+    Subnet,
+    Hashed,
+    None,
+}
+
+from_str_visitor!(ClientSpec, "full, subnet, hashed or none", |s| {
+    const NAMES: [(&str, ClientSpec); 4] = [
+        ("full", ClientSpec::Full),
+        ("subnet", ClientSpec::Subnet),
+        ("hashed", ClientSpec::Hashed),
+        ("none", ClientSpec::None),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown value {s:?} for log.client; expected {}",
+                one_of(&names)
+            )
+        })
 });
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -684,7 +964,7 @@ allowlists:
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("listen:\n  dnss: []\n"),
-            "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `admin`"
+            "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `https`, `admin`"
         );
         let e = err("upstream:\n  servers: [\"127.0.0.1:53\"]\n  timeout: 2 parsecs\n");
         assert!(

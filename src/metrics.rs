@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 
-use crate::dns::record::{AttemptResult, Outcome, QueryRecord, UpstreamAttempt};
+use crate::dns::record::{AttemptResult, CacheLookup, Outcome, QueryRecord, UpstreamAttempt};
 use crate::policy::ListId;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -76,6 +76,32 @@ struct VersionLabel {
 struct UpstreamHandles {
     results: [Counter; 3],
     duration: Histogram,
+    /// 1 until an attempt fails, then what the latest attempt said.
+    up: Gauge,
+}
+
+/// The block page's answers, as `sinkhole_blockpage_requests_total` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockPageResult {
+    Blocked,
+    NotBlocked,
+    BadRequest,
+}
+
+impl BlockPageResult {
+    const ALL: [BlockPageResult; 3] = [
+        BlockPageResult::Blocked,
+        BlockPageResult::NotBlocked,
+        BlockPageResult::BadRequest,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BlockPageResult::Blocked => "blocked",
+            BlockPageResult::NotBlocked => "not_blocked",
+            BlockPageResult::BadRequest => "bad_request",
+        }
+    }
 }
 
 /// A list as the metrics know it: its name, and its category for a
@@ -101,7 +127,11 @@ pub struct Metrics {
     lists: Vec<ListHandles>,
     upstreams: Vec<UpstreamHandles>,
     cache_entries: Gauge,
+    /// hit, miss, stale.
+    cache_lookups: [Counter; 3],
     reloads: [Counter; 2],
+    blockpage: [Counter; 3],
+    log_dropped: Counter,
 }
 
 fn query_buckets() -> impl Iterator<Item = f64> {
@@ -171,6 +201,7 @@ impl Metrics {
         );
 
         let up_requests = Family::<UpstreamLabels, Counter>::default();
+        let up_gauges = Family::<UpstreamLabel, Gauge>::default();
         let up_durations = Family::<UpstreamLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -187,7 +218,14 @@ impl Metrics {
                             result: attempt_label(r),
                         })
                     }),
-                    duration: up_durations.get_or_create_owned(&UpstreamLabel { upstream }),
+                    duration: up_durations.get_or_create_owned(&UpstreamLabel {
+                        upstream: upstream.clone(),
+                    }),
+                    up: {
+                        let g = up_gauges.get_or_create_owned(&UpstreamLabel { upstream });
+                        g.set(1);
+                        g
+                    },
                 }
             })
             .collect();
@@ -201,12 +239,39 @@ impl Metrics {
             "Time per upstream attempt",
             up_durations,
         );
+        registry.register(
+            "sinkhole_upstream_up",
+            "Whether the upstream answered its latest attempt (1 until one fails)",
+            up_gauges,
+        );
 
         let cache_entries = Gauge::default();
         registry.register(
             "sinkhole_cache_entries",
             "Answers held in the cache",
             cache_entries.clone(),
+        );
+        let lookups_family = Family::<ResultLabel, Counter>::default();
+        let cache_lookups = ["hit", "miss", "stale"]
+            .map(|result| lookups_family.get_or_create_owned(&ResultLabel { result }));
+        registry.register(
+            "sinkhole_cache_lookups",
+            "Cache lookups, by result",
+            lookups_family,
+        );
+        let blockpage_family = Family::<ResultLabel, Counter>::default();
+        let blockpage = BlockPageResult::ALL
+            .map(|r| blockpage_family.get_or_create_owned(&ResultLabel { result: r.as_str() }));
+        registry.register(
+            "sinkhole_blockpage_requests",
+            "Block page requests, by result",
+            blockpage_family,
+        );
+        let log_dropped = Counter::default();
+        registry.register(
+            "sinkhole_log_dropped",
+            "Audit log lines dropped because the writer could not keep up",
+            log_dropped.clone(),
         );
 
         registry.register(
@@ -250,7 +315,10 @@ impl Metrics {
             lists,
             upstreams,
             cache_entries,
+            cache_lookups,
             reloads,
+            blockpage,
+            log_dropped,
         }
     }
 
@@ -265,6 +333,24 @@ impl Metrics {
         {
             l.blocked.inc();
         }
+        match r.cache {
+            CacheLookup::NotAsked => {}
+            CacheLookup::Hit => {
+                self.cache_lookups[0].inc();
+            }
+            CacheLookup::Miss => {
+                self.cache_lookups[1].inc();
+            }
+        }
+    }
+
+    pub fn blockpage(&self, result: BlockPageResult) {
+        self.blockpage[result as usize].inc();
+    }
+
+    /// The counter the audit log's queue counts refused lines with.
+    pub fn log_dropped(&self) -> Counter {
+        self.log_dropped.clone()
     }
 
     pub fn upstream(&self, a: &UpstreamAttempt) {
@@ -275,6 +361,7 @@ impl Metrics {
                 .unwrap_or(2);
             h.results[i].inc();
             h.duration.observe(a.took.as_secs_f64());
+            h.up.set(i64::from(a.result == AttemptResult::Answered));
         }
     }
 
@@ -327,17 +414,20 @@ mod tests {
             transport: Transport::Udp,
             name: Some(b"\x01a\x00"),
             qtype: 1,
+            cache: CacheLookup::NotAsked,
             decided: Decided::Blocked {
                 rule: RuleRef {
                     list: ListId(0),
                     rule: 0,
                     depth: 1,
+                    below_only: false,
                 },
                 category: CategoryId(0),
                 action: Action::Nxdomain,
             },
             rcode: 3,
             outcome: Outcome::Blocked,
+            received: std::time::Instant::now(),
             duration: Duration::from_micros(10),
         });
         m.upstream(&UpstreamAttempt {
@@ -359,6 +449,10 @@ mod tests {
             "sinkhole_list_last_reload_timestamp_seconds{list=\"list\"}",
             "sinkhole_reloads_total{result=\"ok\"} 1",
             "sinkhole_build_info{version=",
+            "sinkhole_upstream_up{upstream=\"127.0.0.1:53\"} 1",
+            "sinkhole_cache_lookups_total{result=\"hit\"} 0",
+            "sinkhole_blockpage_requests_total{result=\"bad_request\"} 0",
+            "sinkhole_log_dropped_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod answers;
 pub mod cache;
 pub mod listen;
+pub mod mnemonic;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;

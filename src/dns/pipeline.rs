@@ -34,7 +34,7 @@ use super::answers::{self, BlockStyle, EDE_NO_REACHABLE_AUTHORITY, EDE_NOT_AUTHO
 use super::cache::{Cache, Key};
 use super::parse::{self, Query, RejectKind, Rejection};
 use super::policy::{PolicyStage, Verdict};
-use super::record::{Decided, Observe, Outcome, QueryRecord};
+use super::record::{CacheLookup, Decided, Observe, Outcome, QueryRecord};
 use super::request::Request;
 use super::upstream::{Finished, HeldQuery};
 use super::wire::{
@@ -171,8 +171,10 @@ impl Pipeline {
             name: Some(q.qname),
             qtype: q.qtype,
             decided: held.decided,
+            cache: self.looked_up(),
             rcode,
             outcome,
+            received: held.received,
             duration: now.saturating_duration_since(held.received),
         });
     }
@@ -188,8 +190,10 @@ impl Pipeline {
             name: Some(q.qname),
             qtype: q.qtype,
             decided: held.decided,
+            cache: self.looked_up(),
             rcode: u16::from(RCODE_SERVFAIL),
             outcome: Outcome::Error,
+            received: held.received,
             duration: held.received.elapsed(),
         });
     }
@@ -210,8 +214,10 @@ impl Pipeline {
             name: r.question.map(|q| q.qname),
             qtype: r.question.map_or(0, |q| q.qtype),
             decided: Decided::NotAsked,
+            cache: CacheLookup::NotAsked,
             rcode,
             outcome: Outcome::Error,
+            received: req.received,
             duration: req.received.elapsed(),
         });
         Step::Answer
@@ -232,11 +238,26 @@ impl Pipeline {
             name: Some(q.qname),
             qtype: q.qtype,
             decided,
+            cache: if outcome == Outcome::Cached {
+                CacheLookup::Hit
+            } else {
+                CacheLookup::NotAsked
+            },
             rcode: out.get(3).map_or(0, |b| u16::from(*b) & RCODE_MASK),
             outcome,
+            received: req.received,
             duration: req.received.elapsed(),
         });
         Step::Answer
+    }
+
+    /// A query that went upstream missed the cache, if there is one.
+    fn looked_up(&self) -> CacheLookup {
+        if self.cache.is_enabled() {
+            CacheLookup::Miss
+        } else {
+            CacheLookup::NotAsked
+        }
     }
 
     /// The observation point: every query that gets an answer ends here.

@@ -30,6 +30,7 @@ fn rule_ref(hit: &RuleHit<'_>) -> RuleRef {
         list: hit.list_id,
         rule: hit.index as u32,
         depth: hit.depth.min(usize::from(u8::MAX)) as u8,
+        below_only: hit.below_only,
     }
 }
 

@@ -6,7 +6,7 @@
 //! today, the audit log and `/stats` later) copies what it keeps.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::request::Transport;
 use crate::policy::{Action, CategoryId, ListId};
@@ -56,6 +56,8 @@ pub struct RuleRef {
     pub rule: u32,
     /// Labels in the rule's own name: it is the query's last `depth` labels.
     pub depth: u8,
+    /// The rule covers only names below its own (`*.name`).
+    pub below_only: bool,
 }
 
 /// What the policy said about the query's name.
@@ -75,6 +77,14 @@ pub enum Decided {
     },
 }
 
+/// What the cache said, if it was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheLookup {
+    NotAsked,
+    Hit,
+    Miss,
+}
+
 /// One finished query.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryRecord<'a> {
@@ -84,9 +94,12 @@ pub struct QueryRecord<'a> {
     pub name: Option<&'a [u8]>,
     pub qtype: u16,
     pub decided: Decided,
+    pub cache: CacheLookup,
     /// The answer's RCODE, extended bits included (BADVERS is 16).
     pub rcode: u16,
     pub outcome: Outcome,
+    /// When the query arrived.
+    pub received: Instant,
     /// From arrival to the answer being ready.
     pub duration: Duration,
 }

@@ -1,9 +1,9 @@
 //! Admin endpoints on `listen.admin`: metrics, health, readiness, reload,
-//! explain.
+//! explain, stats.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dns::pipeline::Pipeline;
 use crate::metrics::Metrics;
+use crate::observe::stats::Stats;
 use crate::policy::DomainName;
 use crate::policy::explain::Explanation;
 use crate::reload::{ListStatus, Reloader};
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
+    /// The counts behind `/stats`.
+    pub stats: Arc<Mutex<Stats>>,
     /// Set once the DNS listeners are up.
     pub ready: Arc<AtomicBool>,
 }
@@ -37,6 +40,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
         .route("/explain", get(explain))
+        .route("/stats", get(stats))
         .with_state(state)
 }
 
@@ -171,4 +175,19 @@ async fn explain(
     }
     let policy = s.reloader.live().load();
     axum::Json(Explanation::new(&policy, &name, params.client)).into_response()
+}
+
+/// `GET /stats`: the most blocked names, categories and clients over
+/// `stats.window`.
+async fn stats(State(s): State<AdminState>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let report = match s.stats.lock() {
+        Ok(stats) => stats.report(now),
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "stats unavailable\n").into_response();
+        }
+    };
+    axum::Json(report).into_response()
 }

@@ -1,3 +1,8 @@
-//! HTTP: the admin API (the block page comes with its own release).
+//! HTTP: the admin API on `listen.admin`, and the block page staff see on
+//! `listen.http` / `listen.https`.
 
 pub mod admin;
+pub mod blockpage;
+pub mod conn;
+pub mod page;
+pub mod tls;

@@ -47,7 +47,11 @@ impl Explanation {
                 e.action = Some(category.action.as_str());
                 e.category = Some(category.name.clone());
                 e.reason = category.reason.clone();
-                e.alternatives = category.alternatives.clone();
+                e.alternatives = category
+                    .alternatives
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect();
                 (hit, Verdict::Block)
             }
         };

@@ -74,7 +74,15 @@ pub struct Category {
     pub name: String,
     pub action: Action,
     pub reason: Option<String>,
-    pub alternatives: Vec<String>,
+    pub alternatives: Vec<Alternative>,
+}
+
+/// An approved tool to use instead, with a link when the configuration
+/// gives one (an `http://` or `https://` URL, checked at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    pub name: String,
+    pub url: Option<String>,
 }
 
 /// Index of a list in [`Policy::lists`].
@@ -111,6 +119,8 @@ pub struct RuleHit<'p> {
     pub depth: usize,
     /// The rule's index in the snapshot's rule table.
     pub index: usize,
+    /// The rule covers only names below its own (`*.name`).
+    pub below_only: bool,
     /// Read only when asked: the query path needs none of it.
     rules: &'p [RuleInfo],
 }
@@ -198,6 +208,7 @@ impl Policy {
             list,
             depth: m.depth,
             index,
+            below_only: m.rule.is_below_only(),
             rules: &self.rules,
         };
         match (m.rule.verdict(), list.category) {
@@ -311,6 +322,9 @@ pub fn build<R: RuleSet + ?Sized>(
                 line: rule.line,
             });
             let mut r = RuleRef::new(index, verdict);
+            if rule.scope == Scope::Below {
+                r = r.with_below_only();
+            }
             if let (Some(action), Verdict::Block) = (rule.action, verdict) {
                 own_actions.push((index, action));
                 r = r.with_own_action();

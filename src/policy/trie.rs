@@ -40,6 +40,9 @@ const ALLOW_BIT: u32 = 1 << 31;
 const PAIR_BIT: u32 = 1 << 30;
 /// The rule's action is its own, not its category's.
 const OWN_ACTION_BIT: u32 = 1 << 29;
+/// The rule covers only names below its own (`*.name`): with the match's
+/// depth this spells the rule for logs without reading the rule table.
+const BELOW_BIT: u32 = 1 << 28;
 /// An absent side of a pair.
 const NO_RULE: u32 = u32::MAX;
 /// Suffixes hashed and prefetched on the fast path; deeper names are rare.
@@ -48,8 +51,8 @@ const WINDOW: usize = 8;
 const MAX_LABELS: usize = 128;
 
 impl RuleRef {
-    /// Largest rule index representable (29 bits: three flag bits above).
-    pub const MAX_INDEX: u32 = OWN_ACTION_BIT - 1;
+    /// Largest rule index representable (28 bits: four flag bits above).
+    pub const MAX_INDEX: u32 = BELOW_BIT - 1;
 
     pub fn new(index: u32, verdict: Verdict) -> Self {
         debug_assert!(index <= Self::MAX_INDEX);
@@ -66,6 +69,15 @@ impl RuleRef {
 
     pub fn has_own_action(self) -> bool {
         self.0 & OWN_ACTION_BIT != 0
+    }
+
+    /// The same rule, marked as covering only the names below its own.
+    pub fn with_below_only(self) -> Self {
+        Self(self.0 | BELOW_BIT)
+    }
+
+    pub fn is_below_only(self) -> bool {
+        self.0 & BELOW_BIT != 0
     }
 
     pub fn index(self) -> usize {

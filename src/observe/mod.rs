@@ -1,20 +1,28 @@
 //! What watches the query path: the observer every [`QueryRecord`] is
-//! handed to, fanning out to the metrics and, for debugging, a log line
-//! per query. The audit log and `/stats` plug in here.
+//! handed to, fanning out to the metrics, the audit log and `/stats`
+//! ([`audit`], which counts into [`stats`] on its own thread), and, for
+//! debugging, a log line per query.
+
+pub mod audit;
+pub mod clock;
+pub mod show;
+pub mod stats;
 
 use std::sync::Arc;
 
+use self::audit::AuditLog;
 use crate::dns::record::{Decided, Observe, QueryRecord, UpstreamAttempt, name_text};
 use crate::metrics::Metrics;
 
 /// The observers of a running server.
 pub struct Observer {
     metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
 }
 
 impl Observer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Arc<Metrics>, audit: Arc<AuditLog>) -> Self {
+        Self { metrics, audit }
     }
 }
 
@@ -22,6 +30,7 @@ impl Observe for Observer {
     #[inline]
     fn query(&self, r: &QueryRecord<'_>) {
         self.metrics.query(r);
+        self.audit.query(r);
         // `RUST_LOG=sinkhole::query=debug` logs every query. It formats and
         // writes on the query path, so it is for debugging, not for audit
         // (that log has its own queue and writer). Off, it costs one load
