@@ -270,11 +270,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         first = false;
         let (answer, keep_alive, head_only) = match head {
-            Ok(head) => (
-                page.answer(&head, sni.as_deref(), peer.ip()),
-                head.keep_alive,
-                head.method.eq_ignore_ascii_case("HEAD"),
-            ),
+            Ok(head) => {
+                let answer = page.answer(&head, sni.as_deref(), peer.ip());
+                // After a bad request, nothing more from this client.
+                let keep_alive = head.keep_alive && answer.status != 400;
+                (answer, keep_alive, head.method.eq_ignore_ascii_case("HEAD"))
+            }
             Err(HeadError::TooLarge) => {
                 (page.bad_request("request headers over 8 KiB"), false, false)
             }

@@ -65,8 +65,8 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "\
 *{box-sizing:border-box}\
 body{margin:0;background:#f0f4f5;color:#212b32;font-family:Arial,Helvetica,sans-serif;font-size:1.1875rem;line-height:1.5}\
-header{background:#005eb8;color:#fff;padding:1rem}\
-header p{margin:0 auto;max-width:40rem;font-weight:bold;font-size:1.25rem}\
+header{background:#005eb8;color:#fff;padding:1rem 0}\
+header p{margin:0 auto;max-width:40rem;padding:0 1rem;font-weight:bold;font-size:1.25rem}\
 main{margin:1.5rem auto;max-width:40rem;padding:0 1rem}\
 .card{background:#fff;border-top:4px solid #da291c;padding:1.25rem 1.5rem;margin-bottom:1.5rem}\
 .card.neutral{border-top-color:#005eb8}\
@@ -77,7 +77,7 @@ p,ul{margin:0 0 1rem}\
 a{color:#005eb8}\
 a:visited{color:#330072}\
 a:focus{outline:4px solid transparent;background:#ffeb3b;color:#212b32;box-shadow:0 -2px #ffeb3b,0 4px #212b32;text-decoration:none}\
-.ref{font-family:Consolas,Menlo,monospace;font-weight:bold;background:#f0f4f5;padding:.1rem .3rem}\
+.ref{font-family:Consolas,Menlo,monospace;font-weight:bold;background:#f0f4f5;padding:.1rem .3rem;white-space:nowrap}\
 footer{margin:0 auto 2rem;max-width:40rem;padding:0 1rem;font-size:1rem;color:#4c6272}\
 @media (max-width:40rem){body{font-size:1rem}h1{font-size:1.6rem}}";
 

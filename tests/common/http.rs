@@ -62,6 +62,27 @@ pub fn try_request(
     })
 }
 
+/// Sends `request` exactly as given (request line, headers, the blank
+/// line) and reads the response until the server closes.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// A response read from the wire, or why it is not one.
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    parse(raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {:?}", String::from_utf8_lossy(raw)),
+        )
+    })
+}
+
 fn parse(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;

@@ -26,6 +26,8 @@ struct Category {
     action: Option<String>,
     reason: String,
     alternatives: Vec<String>,
+    /// Links for some alternatives: (name, url).
+    links: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +59,12 @@ pub struct Setup {
     pub wildcard: bool,
     /// Extra environment for the server process (e.g. `RUST_LOG`).
     env: Vec<(String, String)>,
+    /// Serve the block page over HTTP (on a free port: `Sinkhole::http`).
+    pub blockpage_http: bool,
+    /// Serve it over HTTPS with this PEM certificate chain and key.
+    pub blockpage_tls: Option<(PathBuf, PathBuf)>,
+    /// Top-level YAML appended as is (`blockpage:`, `log:`, `stats:`...).
+    extra_yaml: String,
 }
 
 impl Default for Setup {
@@ -85,7 +93,53 @@ impl Setup {
             ipv6: false,
             wildcard: false,
             env: vec![],
+            blockpage_http: false,
+            blockpage_tls: None,
+            extra_yaml: String::new(),
         }
+    }
+
+    /// Serves the block page over HTTP.
+    pub fn with_blockpage(mut self) -> Self {
+        self.blockpage_http = true;
+        self
+    }
+
+    /// Serves the block page over HTTPS with these files too.
+    pub fn with_blockpage_tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.blockpage_tls = Some((cert, key));
+        self
+    }
+
+    /// Appends top-level YAML to the configuration.
+    pub fn yaml(mut self, text: &str) -> Self {
+        self.extra_yaml.push_str(text);
+        if !text.ends_with('\n') {
+            self.extra_yaml.push('\n');
+        }
+        self
+    }
+
+    /// A category whose alternatives are links: (name, url).
+    pub fn category_with_links(
+        mut self,
+        name: &str,
+        action: Option<&str>,
+        reason: &str,
+        links: &[(&str, &str)],
+        plain: &[&str],
+    ) -> Self {
+        self.categories.push(Category {
+            name: name.into(),
+            action: action.map(Into::into),
+            reason: reason.into(),
+            alternatives: plain.iter().map(|s| s.to_string()).collect(),
+            links: links
+                .iter()
+                .map(|(n, u)| (n.to_string(), u.to_string()))
+                .collect(),
+        });
+        self
     }
 
     /// Listen on `0.0.0.0` (and `[::]` with [`Setup::with_ipv6`]) at the
@@ -140,6 +194,7 @@ impl Setup {
             action: action.map(Into::into),
             reason: reason.into(),
             alternatives: alternatives.iter().map(|s| s.to_string()).collect(),
+            links: vec![],
         });
         self
     }
@@ -205,6 +260,17 @@ impl Setup {
 
     /// The YAML config for these listen addresses.
     pub fn render(&self, dns: SocketAddr, admin: SocketAddr) -> String {
+        self.render_with(dns, admin, None, None)
+    }
+
+    /// The YAML config, with the block page's addresses when it has any.
+    pub fn render_with(
+        &self,
+        dns: SocketAddr,
+        admin: SocketAddr,
+        http: Option<SocketAddr>,
+        https: Option<SocketAddr>,
+    ) -> String {
         let mut y = String::new();
         let (v4, v6) = if self.wildcard {
             ("0.0.0.0".to_string(), "[::]")
@@ -220,6 +286,12 @@ impl Setup {
             listen.join(", "),
             q(&admin.to_string())
         );
+        if let Some(h) = http {
+            y += &format!("  http: {}\n", q(&h.to_string()));
+        }
+        if let Some(h) = https {
+            y += &format!("  https: {}\n", q(&h.to_string()));
+        }
         let ups = if self.upstreams.is_empty() {
             // nothing listens here: tests without an upstream must not forward
             vec![ports::free_addr().to_string()]
@@ -248,7 +320,12 @@ impl Setup {
                     y += &format!("    action: {a}\n");
                 }
                 y += &format!("    reason: {}\n", q(&c.reason));
-                let alts: Vec<String> = c.alternatives.iter().map(|a| q(a)).collect();
+                let mut alts: Vec<String> = c
+                    .links
+                    .iter()
+                    .map(|(n, u)| format!("{{name: {}, url: {}}}", q(n), q(u)))
+                    .collect();
+                alts.extend(c.alternatives.iter().map(|a| q(a)));
                 y += &format!("    alternatives: [{}]\n", alts.join(", "));
             }
         }
@@ -268,6 +345,23 @@ impl Setup {
                 y += &format!("  - name: {}\n    path: {}\n", q(name), q(path));
             }
         }
+        let mut extra = self.extra_yaml.clone();
+        if let Some((cert, key)) = &self.blockpage_tls {
+            // Merged into a `blockpage:` section of the extra YAML, if any.
+            let tls = format!(
+                "  tls_cert: {}\n  tls_key: {}\n",
+                q(&cert.display().to_string()),
+                q(&key.display().to_string())
+            );
+            extra = match extra.find("blockpage:\n") {
+                Some(i) => {
+                    let at = i + "blockpage:\n".len();
+                    format!("{}{tls}{}", &extra[..at], &extra[at..])
+                }
+                None => format!("{extra}blockpage:\n{tls}"),
+            };
+        }
+        y += &extra;
         y
     }
 
@@ -290,6 +384,10 @@ pub struct Sinkhole {
     child: Child,
     pub dns: SocketAddr,
     pub admin: SocketAddr,
+    /// The block page over HTTP, when served.
+    pub http: Option<SocketAddr>,
+    /// The block page over HTTPS, when served.
+    pub https: Option<SocketAddr>,
     pub setup: Setup,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -302,7 +400,13 @@ impl Sinkhole {
         for attempt in 0..3 {
             let dns = ports::free_addr();
             let admin = ports::free_addr();
-            fs::write(setup.config_path(), setup.render(dns, admin)).unwrap();
+            let http = setup.blockpage_http.then(ports::free_addr);
+            let https = setup.blockpage_tls.as_ref().map(|_| ports::free_addr());
+            fs::write(
+                setup.config_path(),
+                setup.render_with(dns, admin, http, https),
+            )
+            .unwrap();
             let stdout = setup.dir().join(format!("serve-{attempt}.stdout"));
             let stderr = setup.dir().join(format!("serve-{attempt}.stderr"));
             let mut child = Command::new(BIN)
@@ -322,6 +426,8 @@ impl Sinkhole {
                         child,
                         dns,
                         admin,
+                        http,
+                        https,
                         setup,
                         stdout,
                         stderr,
