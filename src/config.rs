@@ -1010,6 +1010,72 @@ allowlists:
     }
 
     #[test]
+    fn staff_and_monitoring_keys() {
+        let c = parse(
+            "upstream: {servers: [\"127.0.0.1:53\"]}\n\
+             listen: {dns: [\"127.0.0.1:53\"], http: \"127.0.0.1:8080\"}\n\
+             blockpage: {organisation: Trust, contact: IG}\n\
+             categories:\n  v:\n    alternatives:\n      - Attend Anywhere\n      - {name: Teams, url: \"https://teams.microsoft.com\"}\n\
+             log: {queries: all, client: hashed, client_hash_key: s3cret}\n\
+             stats: {window: 10m}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen.http,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        assert_eq!(c.blockpage.organisation.as_deref(), Some("Trust"));
+        let v = c.categories.iter().find(|c| c.name == "v").unwrap();
+        assert_eq!(v.alternatives[0].url, None);
+        assert_eq!(
+            v.alternatives[1].url.as_deref(),
+            Some("https://teams.microsoft.com")
+        );
+        assert_eq!(c.log.queries, LogQueries::All);
+        assert_eq!(
+            c.log.client,
+            ClientShow::Hashed {
+                key: "s3cret".into()
+            }
+        );
+        assert_eq!(c.stats.window, Duration::from_secs(600));
+        // The defaults: block page off, blocked queries logged with their client.
+        let d = parse("").unwrap();
+        assert_eq!((d.listen.http, d.listen.https), (None, None));
+        assert_eq!(d.log.queries, LogQueries::Blocked);
+        assert_eq!(d.log.client, ClientShow::Full);
+        assert_eq!(d.stats.window, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn staff_and_monitoring_mistakes_are_located() {
+        let e = err("log:\n  client: hashed\n");
+        assert!(
+            e.starts_with("t.yaml:2:11: log.client: hashed needs log.client_hash_key"),
+            "{e}"
+        );
+        let e = err("log:\n  queries: some\n");
+        assert!(e.contains("expected blocked, all or none"), "{e}");
+        let e = err("listen:\n  https: \"127.0.0.1:8443\"\n");
+        assert!(
+            e.starts_with("t.yaml:2:10: listen.https needs blockpage.tls_cert"),
+            "{e}"
+        );
+        let e = err("blockpage:\n  tls_cert: a.txt\n");
+        assert!(e.contains("tls_key is not"), "{e}");
+        let e = err("blockpage:\n  tls_cert: nope.pem\n  tls_key: a.txt\n");
+        assert!(
+            e.starts_with("t.yaml:2:13: blockpage.tls_cert: file"),
+            "{e}"
+        );
+        let e =
+            err("categories:\n  v:\n    alternatives: [{name: X, url: \"javascript:alert(1)\"}]\n");
+        assert!(e.contains("is not a link"), "{e}");
+        let e = err("categories:\n  v:\n    alternatives: [{name: X, link: \"https://x\"}]\n");
+        assert!(e.contains("unknown field `link`"), "{e}");
+    }
+
+    #[test]
     fn names_come_from_one_table() {
         let e = err(
             "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: csv}\n",

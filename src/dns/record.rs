@@ -134,13 +134,24 @@ pub trait Observe: Send + Sync {
 /// Wire-form name as text, lower case, no trailing dot (for logs).
 pub fn name_text(wire: &[u8]) -> String {
     let mut s = String::with_capacity(wire.len());
+    name_text_into(wire, &mut s);
+    if s.is_empty() {
+        s.push('.');
+    }
+    s
+}
+
+/// Appends the wire-form name as text (lower case, no trailing dot, odd
+/// bytes as `\DDD`) to `s`; the root appends nothing.
+pub fn name_text_into(wire: &[u8], s: &mut String) {
+    let start = s.len();
     let mut p = 0;
     while let Some(&len) = wire.get(p) {
         let len = usize::from(len);
         if len == 0 || p + 1 + len > wire.len() {
             break;
         }
-        if !s.is_empty() {
+        if s.len() > start {
             s.push('.');
         }
         for &b in &wire[p + 1..p + 1 + len] {
@@ -148,13 +159,12 @@ pub fn name_text(wire: &[u8]) -> String {
             if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
                 s.push(char::from(b));
             } else {
-                s.push_str(&format!("\\{b:03}"));
+                s.push('\\');
+                for d in [b / 100, b / 10 % 10, b % 10] {
+                    s.push(char::from(b'0' + d));
+                }
             }
         }
         p += 1 + len;
     }
-    if s.is_empty() {
-        s.push('.');
-    }
-    s
 }

@@ -30,7 +30,7 @@ use super::show::Shower;
 use super::stats::Stats;
 use crate::config::{LogQueries, LogSettings};
 use crate::dns::mnemonic;
-use crate::dns::record::{Decided, Outcome, QueryRecord, name_text};
+use crate::dns::record::{Decided, Outcome, QueryRecord, name_text_into};
 use crate::dns::wire::MAX_NAME_LEN;
 
 /// Events the queue holds before it drops (about 4.5 MiB of them).
@@ -98,6 +98,7 @@ impl AuditLog {
             names,
             stats,
             base: (Instant::now(), SystemTime::now()),
+            name: String::with_capacity(256),
             line: String::with_capacity(512),
             out: Vec::with_capacity(256 * 1024),
         };
@@ -194,6 +195,8 @@ struct Writer {
     stats: Arc<Mutex<Stats>>,
     /// An `Instant` and the wall time it was, to date events by.
     base: (Instant, SystemTime),
+    /// Buffers reused from event to event.
+    name: String,
     line: String,
     out: Vec<u8>,
 }
@@ -259,7 +262,7 @@ impl Writer {
                 json_str(l, &name);
                 if let Some(c) = client {
                     l.push_str(",\"client\":");
-                    json_str(l, &c);
+                    json_str(l, c);
                 }
                 l.push_str("}\n");
                 self.out.extend_from_slice(l.as_bytes());
@@ -270,12 +273,14 @@ impl Writer {
 
     fn query(&mut self, q: &QueryEvent, stats: Option<&mut Stats>) {
         let at = self.wall(q.received);
-        let name = name_text(&q.name[..usize::from(q.name_len)]);
-        let name = if name == "." { String::new() } else { name };
+        let name = &mut self.name;
+        name.clear();
+        name_text_into(&q.name[..usize::from(q.name_len)], name);
+        let name = &*name;
         let client = self.shower.show(q.client);
         if let (Decided::Blocked { category, .. }, Some(stats)) = (q.decided, stats) {
             let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            stats.count(secs, &name, usize::from(category.0), client.as_deref());
+            stats.count(secs, name, usize::from(category.0), client);
         }
         if !q.line || self.queries == LogQueries::None {
             return;
@@ -289,12 +294,12 @@ impl Writer {
             Decided::Blocked { .. } => "\"blocked\"",
             _ => "\"query\"",
         });
-        if let Some(c) = &client {
+        if let Some(c) = client {
             l.push_str(",\"client\":");
             json_str(l, c);
         }
         l.push_str(",\"name\":");
-        json_str(l, &name);
+        json_str(l, name);
         l.push_str(",\"qtype\":\"");
         l.push_str(&mnemonic::qtype(q.qtype));
         l.push('"');
@@ -311,7 +316,7 @@ impl Writer {
             l.push_str(",\"list\":");
             json_str(l, name_of(&self.names.lists, usize::from(rule.list.0)));
             l.push_str(",\"rule\":");
-            let suffix = suffix(&name, usize::from(rule.depth));
+            let suffix = suffix(name, usize::from(rule.depth));
             if rule.below_only {
                 json_str(l, &format!("*.{suffix}"));
             } else {

@@ -16,8 +16,8 @@ use sha2::Sha256;
 
 use crate::config::ClientShow;
 
-/// Hashed addresses remembered, so a busy client is hashed once; cleared
-/// when full (a bound, not a cache policy).
+/// Clients remembered as shown, so a busy client is formatted (or hashed)
+/// once; forgotten all at once when full (a bound, not a cache policy).
 const REMEMBERED: usize = 4096;
 
 /// Shows client addresses per `log.client`. Used off the query path.
@@ -40,24 +40,24 @@ impl Shower {
     }
 
     /// The client as configured; `None` with `log.client: none`.
-    pub fn show(&mut self, ip: IpAddr) -> Option<String> {
+    pub fn show(&mut self, ip: IpAddr) -> Option<&str> {
         let ip = canonical(ip);
-        match &self.mode {
-            ClientShow::None => None,
-            ClientShow::Full => Some(ip.to_string()),
-            ClientShow::Subnet => Some(subnet(ip)),
-            ClientShow::Hashed { key } => {
-                if let Some(h) = self.remembered.get(&ip) {
-                    return Some(h.clone());
-                }
-                let h = hashed(key.as_bytes(), ip);
-                if self.remembered.len() >= REMEMBERED {
-                    self.remembered.clear();
-                }
-                self.remembered.insert(ip, h.clone());
-                Some(h)
-            }
+        if self.mode == ClientShow::None {
+            return None;
         }
+        if !self.remembered.contains_key(&ip) {
+            let shown = match &self.mode {
+                ClientShow::None => return None,
+                ClientShow::Full => ip.to_string(),
+                ClientShow::Subnet => subnet(ip),
+                ClientShow::Hashed { key } => hashed(key.as_bytes(), ip),
+            };
+            if self.remembered.len() >= REMEMBERED {
+                self.remembered.clear();
+            }
+            self.remembered.insert(ip, shown);
+        }
+        self.remembered.get(&ip).map(String::as_str)
     }
 }
 
@@ -119,7 +119,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut a = Shower::new(ClientShow::Hashed { key: "k1".into() });
         let mut b = Shower::new(ClientShow::Hashed { key: "k2".into() });
-        let first = a.show(ip).unwrap();
+        let first = a.show(ip).unwrap().to_owned();
         assert_eq!(first.len(), 16);
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.show(ip).unwrap(), first, "same client, same key");
@@ -142,7 +142,7 @@ mod tests {
         );
         assert_eq!(
             Shower::new(ClientShow::Full).show("::ffff:192.0.2.9".parse().unwrap()),
-            Some("192.0.2.9".into())
+            Some("192.0.2.9")
         );
     }
 }
