@@ -22,6 +22,14 @@ of the run).
 E2E_SINKHOLE_BASE=/path/to/an/older/sinkhole adds a server "sinkhole-base"
 (same config) for before/after comparisons of our own changes within one
 run; add it to E2E_SERVERS. It is not a peer: ratios ignore it.
+
+"sinkhole-log" (opt-in: add it to E2E_SERVERS) is the sinkhole under test
+with its audit log on (`log: {queries: blocked, client: full}`; the sinkhole
+row has `log: {queries: none}`), its stdout a file in its server dir. It runs
+the blocked and mixed workloads only (and the cached warm-up before mixed);
+for each run it counts the audit lines written and reads
+sinkhole_log_dropped_total from /metrics. Not a peer: ratios ignore it; the
+table gets its own lines for it.
 """
 import argparse
 import datetime
@@ -58,6 +66,17 @@ LOAD_TIMEOUT = float(os.environ.get("E2E_LOAD_TIMEOUT", "90"))
 ALL_SERVERS = ["floor", "sinkhole", "unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
 PEERS = ["unbound", "pdns-recursor", "dnsdist", "dnsmasq"]
 WORKLOADS = ["blocked", "cached", "mixed", "forwarded"]
+# sinkhole-log measures what the audit log costs: only where there are blocked
+# queries to log, and not in the 1M pass.
+LOG_SERVER = "sinkhole-log"
+LOG_WORKLOADS = ["blocked", "mixed"]
+# The `log:` line of conf/sinkhole.yaml, and what each sinkhole row puts there
+# (sinkhole-base: the same as sinkhole, or nothing if its binary predates it).
+LOG_LINE = re.compile(r"^log: \{queries: none\}\n", re.M)
+LOG_CONF = {"sinkhole": "{queries: none}", "sinkhole-base": "{queries: none}",
+            LOG_SERVER: "{queries: blocked, client: full}"}
+AUDIT_KEY = b'"event":"blocked"'  # one per audit line of a blocked query
+AUDIT_THREAD = "audit-log"  # the writer thread's name (src/observe/audit.rs)
 # The forwarded file must outlast the run: dnsperf reads it once (-n 1), so a
 # server faster than this ends its run early (noted) instead of repeating names.
 FWD_MAX_QPS = int(os.environ.get("E2E_FWD_MAX_QPS", "300000"))
@@ -134,6 +153,21 @@ def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def thread_ticks(pid, comm):
+    """utime+stime of a process's threads named `comm` (None if it has none)."""
+    total, found = 0, False
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == comm:
+            fields = rest.split()
+            total, found = total + int(fields[11]) + int(fields[12]), True
+    return total if found else None
 
 
 def rss_mib(pid):
@@ -254,6 +288,8 @@ def dnsperf(port, qfile, seconds=None, runs=None, qps=None, verbose_to=None):
         if not m:
             raise Failed(f"dnsperf (rc {rc}) printed no '{key}': {out[-300:]!r}")
         res[key] = float(m.group(1))
+    m = re.search(r"NXDOMAIN (\d+)", out)  # "Response codes: NOERROR n (x%), NXDOMAIN n (y%)"
+    res["nxdomain"] = int(m.group(1)) if m else 0
     if verbose_to:
         lat = sorted(float(x) for x in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", out, re.M))
         res["latencies"] = lat
@@ -316,16 +352,20 @@ def others_ticks(ours):
     return out
 
 
-def measured(p, port, qfile, **kw):
+def measured(p, port, qfile, settle=None, **kw):
     """A dnsperf run with the server's CPU per answered query; how busy the
     two cores were with anything but the server (core 0) and dnsperf and NSD
     (core 1): the other engineers' load that makes a run unreliable; and how
     much of the client core dnsperf and NSD took: near all of it, they, not
-    the server, set the QPS."""
+    the server, set the QPS. `settle`, if given, is called after dnsperf and
+    before the server's CPU is read: it waits for work the server still does
+    for the run (sinkhole-log's writer draining its queue)."""
     ours = {p.pid, NSD_PGID}
     o0, st0, n0, d0 = others_ticks(ours), steal_ticks(), group_ticks(NSD_PGID), children_cpu_s()
     t0, s0 = time.monotonic(), cpu_ticks(p.pid)
     res = dnsperf(port, qfile, **kw)
+    if settle:
+        settle()
     s1, t1 = cpu_ticks(p.pid), time.monotonic()
     d1, n1, st1, o1 = children_cpu_s(), group_ticks(NSD_PGID), steal_ticks(), others_ticks(ours)
     if p.poll() is not None:
@@ -346,9 +386,11 @@ def measured(p, port, qfile, **kw):
 
 # ---------------------------------------------------------------- configs
 
-def render(template, dest, **kv):
+def render(template, dest, edit=None, **kv):
     with open(os.path.join(HERE, "conf", template)) as f:
         text = f.read()
+    if edit:
+        text = edit(text)
     for k, v in kv.items():
         text = text.replace(f"@@{k}@@", str(v))
     left = re.findall(r"@@[A-Z_]+@@", text)
@@ -357,6 +399,42 @@ def render(template, dest, **kv):
     with open(dest, "w") as f:
         f.write(text)
     return dest
+
+
+def sinkhole_conf(dest, log, **kv):
+    """conf/sinkhole.yaml with `log: <log>` in place of its `log:` line, or
+    without that line if `log` is None."""
+    def edit(text):
+        text, n = LOG_LINE.subn("" if log is None else f"log: {log}\n", text)
+        if n != 1:
+            raise Failed("conf/sinkhole.yaml: expected exactly one line `log: {queries: none}`")
+        return text
+    return render("sinkhole.yaml", dest, edit=edit, **kv)
+
+
+KNOWS_LOG = {}  # binary -> whether its config accepts the `log` key
+
+
+def knows_log(binary, work):
+    """Whether a sinkhole binary accepts `log:` (those before the audit log
+    reject unknown keys): `check` on the bench config with a one-name list."""
+    if binary not in KNOWS_LOG:
+        d = os.path.join(work, "srv", "log-probe")
+        os.makedirs(d, exist_ok=True)
+        with open(f"{d}/list.txt", "w") as f:
+            f.write("blocked.example\n")
+        conf = sinkhole_conf(f"{d}/sinkhole.yaml", LOG_CONF["sinkhole"], PORT=free_port(),
+                             ADMIN_PORT=free_port(), NSD_PORT=free_port(), LIST=f"{d}/list.txt")
+        cp = subprocess.run([binary, "check", "-c", conf], capture_output=True, text=True, timeout=30)
+        if cp.returncode == 0:
+            KNOWS_LOG[binary] = True
+        elif "unknown field `log`" in cp.stdout + cp.stderr:
+            KNOWS_LOG[binary] = False
+        else:
+            raise Failed(f"{binary} check rejected the bench config: {(cp.stdout + cp.stderr)[-300:]}")
+        log(f"{binary}: {'accepts' if KNOWS_LOG[binary] else 'predates'} the `log` key"
+            + ("" if KNOWS_LOG[binary] else ": its config goes without it"))
+    return KNOWS_LOG[binary]
 
 
 def write_list_derived(name, list_path, dest):
@@ -415,7 +493,51 @@ class Server:
         # every forwarded name this process is asked sits under this label,
         # made up for it: none can be in its cache
         self.fwd_label = os.urandom(6).hex()
+        self.audit = (0, 0)  # bytes of self.log read so far, audit lines in them
         self.argv = self._configure()
+
+    def audit_lines(self):
+        """Audit lines of blocked queries the server has written to its
+        stdout (self.log) so far; reads on from where the last call stopped,
+        complete lines only."""
+        pos, n = self.audit
+        with open(self.log, "rb") as f:
+            f.seek(pos)
+            while True:
+                buf = f.read(1 << 24)
+                end = buf.rfind(b"\n") + 1
+                if end == 0:  # nothing new, or a line still being written: next time
+                    break
+                n += buf.count(AUDIT_KEY, 0, end)
+                pos += end
+                f.seek(pos)
+        self.audit = (pos, n)
+        return n
+
+    def settle(self, quiet=0.05, limit=5.0):
+        """Waits until the stdout file has not grown for `quiet` seconds: the
+        audit writer has drained its queue (it writes every batch at once)."""
+        deadline = time.monotonic() + limit
+        size = os.path.getsize(self.log)
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = os.path.getsize(self.log)
+            if now == size:
+                return
+            size = now
+
+    def metric(self, name):
+        """A sample without labels from the admin port's /metrics; None if
+        the server has no such metric (an older binary)."""
+        try:
+            h = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=2)
+            h.request("GET", "/metrics")
+            body = h.getresponse().read().decode(errors="replace")
+            h.close()
+        except OSError:
+            return None
+        m = re.search(rf"^{name} (\S+)$", body, re.M)
+        return float(m.group(1)) if m else None
 
     def _configure(self):
         c, d = self.ctx, self.dir
@@ -426,9 +548,10 @@ class Server:
             base = os.environ.get("E2E_SINKHOLE_BASE")
             if not base:
                 raise Failed("sinkhole-base needs E2E_SINKHOLE_BASE")
-            return [base, "serve", "-c", render("sinkhole.yaml", f"{d}/sinkhole.yaml", **kv)]
-        if self.name == "sinkhole":
-            return [c.sinkhole, "serve", "-c", render("sinkhole.yaml", f"{d}/sinkhole.yaml", **kv)]
+            lg = LOG_CONF["sinkhole-base"] if knows_log(base, c.work) else None
+            return [base, "serve", "-c", sinkhole_conf(f"{d}/sinkhole.yaml", lg, **kv)]
+        if self.name in ("sinkhole", LOG_SERVER):
+            return [c.sinkhole, "serve", "-c", sinkhole_conf(f"{d}/sinkhole.yaml", LOG_CONF[self.name], **kv)]
         if self.name == "unbound":
             write_list_derived("unbound", self.list, f"{d}/{DERIVED['unbound']}")
             return ["unbound", "-d", "-c", render("unbound.conf", f"{d}/unbound.conf", **kv)]
@@ -509,8 +632,32 @@ def write_forwarded(path, label, zone, n):
     return path
 
 
+def audited(srv, p, qfile, **kw):
+    """measured(), and for a sinkhole row the audit lines it wrote to its
+    stdout during the run (`audit_lines`: sinkhole-log's cost; none from
+    the others) and the events its audit queue dropped
+    (`audit_dropped`, from sinkhole_log_dropped_total; None if the binary
+    has no such metric). sinkhole-log's CPU is read once its writer has
+    written the run's last line."""
+    if not srv.name.startswith("sinkhole"):
+        return measured(p, srv.port, qfile, **kw)
+    srv.settle()
+    l0, d0 = srv.audit_lines(), srv.metric("sinkhole_log_dropped_total")
+    w0 = thread_ticks(p.pid, AUDIT_THREAD)
+    res = measured(p, srv.port, qfile, settle=srv.settle if srv.name == LOG_SERVER else None, **kw)
+    w1 = thread_ticks(p.pid, AUDIT_THREAD)
+    srv.settle()
+    l1, d1 = srv.audit_lines(), srv.metric("sinkhole_log_dropped_total")
+    res["audit_lines"] = l1 - l0
+    res["audit_dropped"] = None if d0 is None or d1 is None else d1 - d0
+    # the writer thread's own CPU (part of cpu_us): formatting, writing, /stats counting
+    res["writer_cpu_us"] = None if w0 is None or w1 is None else (w1 - w0) / CLK_TCK * 1e6
+    return res
+
+
 def run_round(ctx, name):
-    """One server, one round, the ~577k list: every workload."""
+    """One server, one round, the ~577k list: every workload (sinkhole-log:
+    blocked and mixed)."""
     srv = Server(name, ctx, "577k")
     log(f"{name}: starting on core {SERVER_CORE} (port {srv.port})")
     p, load_s = srv.start()
@@ -519,13 +666,24 @@ def run_round(ctx, name):
         srv.sanity()
         log(f"{name}: ready in {load_s:.2f}s, RSS {r['rss_mib']:.0f} MiB, sanity ok")
         w = ctx.work
-        r["blocked"] = measured(p, srv.port, f"{w}/q_blocked.txt", seconds=SECONDS)
+        r["blocked"] = audited(srv, p, f"{w}/q_blocked.txt", seconds=SECONDS)
         dnsperf(srv.port, f"{w}/q_cached.txt", runs=1)  # warm: every popular name once
-        r["cached"] = measured(p, srv.port, f"{w}/q_cached.txt", seconds=SECONDS)
+        if name == LOG_SERVER:
+            # mixed: its popular 80% was warmed by the cached pass in this process
+            r["mixed"] = audited(srv, p, f"{w}/q_mixed.txt", seconds=SECONDS)
+            for wl in LOG_WORKLOADS:
+                x = r[wl]
+                log(f"{name}: {wl}: {x['qps']:.0f} qps, {x['cpu_us']:.1f} us/q, lost {x['lost']:.0f}, "
+                    f"{x['audit_lines']} audit lines ({x['audit_lines'] / x['run_s']:.0f}/s) for "
+                    f"{x['nxdomain']} NXDOMAIN answers, dropped {x['audit_dropped'] or 0:.0f}, writer thread "
+                    f"{(x['writer_cpu_us'] or 0) / max(1, x['audit_lines']):.2f} us/line "
+                    f"(others {x['others_pct']:.0f}%, steal {x['steal_pct']:.0f}%)")
+            return r
+        r["cached"] = audited(srv, p, f"{w}/q_cached.txt", seconds=SECONDS)
         # mixed: its popular 80% was warmed by the cached pass in this process
-        r["mixed"] = measured(p, srv.port, f"{w}/q_mixed.txt", seconds=SECONDS)
-        lat = measured(p, srv.port, f"{w}/q_mixed.txt", seconds=LAT_SECONDS, qps=LAT_QPS,
-                       verbose_to=f"{srv.dir}/latency.txt")
+        r["mixed"] = audited(srv, p, f"{w}/q_mixed.txt", seconds=SECONDS)
+        lat = audited(srv, p, f"{w}/q_mixed.txt", seconds=LAT_SECONDS, qps=LAT_QPS,
+                      verbose_to=f"{srv.dir}/latency.txt")
         lats = lat.pop("latencies")
         if not lats:
             raise Failed("latency run: no per-query latencies parsed")
@@ -536,13 +694,14 @@ def run_round(ctx, name):
         # others), which nothing after it in this process reads
         n = FWD_MAX_QPS * SECONDS
         qfile = write_forwarded(f"{w}/q_forwarded.txt", srv.fwd_label, ctx.probes["forwarded_zone"], n)
-        r["forwarded"] = measured(p, srv.port, qfile, seconds=SECONDS, runs=1)
+        r["forwarded"] = audited(srv, p, qfile, seconds=SECONDS, runs=1)
         if r["forwarded"]["sent"] >= n:
             r["forwarded"]["exhausted"] = n
             log(f"{name}: forwarded: all {n} names sent in {r['forwarded']['run_s']:.1f}s, "
                 f"a shorter run than {SECONDS}s (E2E_FWD_MAX_QPS={FWD_MAX_QPS})")
         for wl in WORKLOADS:
-            log(f"{name}: {wl}: {r[wl]['qps']:.0f} qps, {r[wl]['cpu_us']:.1f} us/q, lost {r[wl]['lost']:.0f} "
+            audit = f", {r[wl]['audit_lines']} audit lines" if "audit_lines" in r[wl] else ""
+            log(f"{name}: {wl}: {r[wl]['qps']:.0f} qps, {r[wl]['cpu_us']:.1f} us/q, lost {r[wl]['lost']:.0f}{audit} "
                 f"(others {r[wl]['others_pct']:.0f}%, steal {r[wl]['steal_pct']:.0f}%, "
                 f"dnsperf+NSD {r[wl]['client_pct']:.0f}% of core {CLIENT_CORE}, NSD {r[wl]['nsd_pct']:.0f}%)")
         log(f"{name}: at {LAT_QPS} qps: p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, "
@@ -568,19 +727,26 @@ def run_1m(ctx, name):
         stop(p)
 
 
-def fit_seconds(left, n_servers):
+def in_1m(servers):
+    """The servers of the 1M pass."""
+    return [s for s in servers if s not in ("floor", LOG_SERVER)]
+
+
+def fit_seconds(left, servers):
     """Length of each run so that the rounds and the 1M pass fit in what is
     left of the budget: 3 rounds if runs of 2s or more fit, else 2 rounds of
     2-5s (more rounds beat longer runs on a noisy machine). Reckons ~10s a
     server and round for start, warm-up, the forwarded file and stop on top
-    of its runs (one per workload, and the latency one), and ~6s a server for
-    the 1M pass on top of its one run. Only 2 rounds are certain: a 3rd runs
-    if the measured ones say it fits."""
+    of its runs (one per workload, and the latency one; sinkhole-log: ~8s
+    and two runs), and ~6s a server for the 1M pass on top of its one run.
+    Only 2 rounds are certain: a 3rd runs if the measured ones say it fits."""
     global SECONDS, LAT_SECONDS
-    runs = len(WORKLOADS) + 1
+    runs = sum(len(LOG_WORKLOADS) if s == LOG_SERVER else len(WORKLOADS) + 1 for s in servers)
+    over = sum(8 if s == LOG_SERVER else 10 for s in servers)
+    n_1m = len(in_1m(servers))
     for rounds in (3, 2):
-        per_s = rounds * runs * n_servers + (n_servers - 1)
-        fixed = rounds * 10 * n_servers + 6 * (n_servers - 1) + 20
+        per_s = rounds * runs + n_1m
+        fixed = rounds * over + 6 * n_1m + 20
         s = int(min(5, (left - fixed) // per_s))
         if rounds == 2 or s >= 2:
             break
@@ -594,9 +760,7 @@ def fit_seconds(left, n_servers):
 def est_1m(results, servers):
     """Seconds the 1M pass should take: load about twice the ~577k load, one run."""
     total = 0.0
-    for s in servers:
-        if s == "floor":
-            continue
+    for s in in_1m(servers):
         loads = [r["load_s"] for r in results[s] if "load_s" in r] or [10.0]
         total += 2 * max(loads) + SECONDS + 4
     return total
@@ -639,7 +803,8 @@ def fmt(v, digits=1):
 
 
 def summarise(results, servers):
-    """Median per (server, column) over the rounds that succeeded."""
+    """Median per (server, column) over the rounds that succeeded; None for
+    what a server does not run (sinkhole-log: cached, forwarded, latency)."""
     cols = {}
     for s in servers:
         ok = [r for r in results[s] if "error" not in r]
@@ -647,18 +812,99 @@ def summarise(results, servers):
         row["load_s"] = med([r["load_s"] for r in ok])
         row["rss_mib"] = med([r["rss_mib"] for r in ok])
         for wl in WORKLOADS:
-            row[f"qps_{wl}"] = med([r[wl]["qps"] for r in ok])
-            row[f"cpu_{wl}"] = med([r[wl]["cpu_us"] for r in ok])
-            row[f"lost_{wl}"] = med([r[wl]["lost"] for r in ok])
-        row["p50"] = med([r["latency"]["p50_us"] for r in ok])
-        row["p99"] = med([r["latency"]["p99_us"] for r in ok])
-        row["lost"] = med([r["latency"]["lost"] for r in ok])
+            runs = [r[wl] for r in ok if wl in r]
+            row[f"qps_{wl}"] = med([x["qps"] for x in runs])
+            row[f"cpu_{wl}"] = med([x["cpu_us"] for x in runs])
+            row[f"lost_{wl}"] = med([x["lost"] for x in runs])
+            if any("audit_lines" in x for x in runs):
+                row[f"audit_lines_{wl}"] = med([x.get("audit_lines") for x in runs])
+                row[f"audit_lines_per_s_{wl}"] = med([x["audit_lines"] / x["run_s"] for x in runs
+                                                      if "audit_lines" in x and x["run_s"]])
+                row[f"queries_per_line_{wl}"] = med([x["completed"] / x["audit_lines"] for x in runs
+                                                     if x.get("audit_lines")])
+                row[f"audit_dropped_{wl}"] = [x.get("audit_dropped") for x in runs]  # every round's
+                row[f"nxdomain_{wl}"] = med([x.get("nxdomain") for x in runs])
+                # the writer thread's CPU per audit line, and its share of the server's CPU
+                row[f"writer_us_per_line_{wl}"] = med([x["writer_cpu_us"] / x["audit_lines"] for x in runs
+                                                       if x.get("writer_cpu_us") is not None and x.get("audit_lines")])
+                row[f"writer_share_{wl}"] = med([x["writer_cpu_us"] / (x["cpu_us"] * x["completed"]) for x in runs
+                                                 if x.get("writer_cpu_us") is not None and x["cpu_us"]])
+        lat = [r["latency"] for r in ok if "latency" in r]
+        row["p50"] = med([x["p50_us"] for x in lat])
+        row["p99"] = med([x["p99_us"] for x in lat])
+        row["lost"] = med([x["lost"] for x in lat])
         # forwarded's losses have a column of their own: they may be upstream queries gone astray
-        row["lost_max"] = med([sum(r[wl]["lost"] for wl in WORKLOADS if wl != "forwarded") for r in ok])
-        row["client_pct_forwarded"] = med([r["forwarded"]["client_pct"] for r in ok])
-        row["nsd_pct_forwarded"] = med([r["forwarded"]["nsd_pct"] for r in ok])
+        full = [wl for wl in WORKLOADS if wl != "forwarded"]
+        row["lost_max"] = med([sum(r[wl]["lost"] for wl in full if wl in r) for r in ok])
+        fwd = [r["forwarded"] for r in ok if "forwarded" in r]
+        row["client_pct_forwarded"] = med([x["client_pct"] for x in fwd])
+        row["nsd_pct_forwarded"] = med([x["nsd_pct"] for x in fwd])
         cols[s] = row
     return cols
+
+
+def audit_summary(cols):
+    """What the audit log costs, per workload sinkhole-log ran (None without
+    it): its µs/q against the best peer's and against sinkhole's (log:
+    none), the lines it wrote, the cost of each, the lines its queue
+    dropped. Medians of the rounds; into results.json and the table."""
+    lg, sk = cols.get(LOG_SERVER), cols.get("sinkhole")
+    if not lg or not lg["rounds"]:
+        return None
+    sk = sk if sk and sk["rounds"] else {}
+    out = {}
+    for wl in LOG_WORKLOADS:
+        key = f"cpu_{wl}"
+        mine, base = lg[key], sk.get(key)
+        peers = [(cols[p][key], p) for p in PEERS if p in cols and cols[p]["rounds"] and cols[p][key] is not None]
+        best = min(peers) if peers else (None, None)
+        qpl = lg.get(f"queries_per_line_{wl}")
+        lines, nx = lg.get(f"audit_lines_{wl}"), lg.get(f"nxdomain_{wl}")
+        dropped = lg.get(f"audit_dropped_{wl}", [])
+        out[wl] = {
+            "log_us_per_q": mine, "sinkhole_us_per_q": base, "best_peer": best[1], "best_peer_us_per_q": best[0],
+            "log_over_best_peer": mine / best[0] if mine is not None and best[0] else None,
+            "log_over_sinkhole": mine / base if mine is not None and base else None,
+            "log_qps": lg[f"qps_{wl}"],
+            "lines": lines, "lines_per_s": lg.get(f"audit_lines_per_s_{wl}"), "queries_per_line": qpl,
+            "us_per_line": (mine - base) * qpl if None not in (mine, base, qpl) else None,
+            "writer_us_per_line": lg.get(f"writer_us_per_line_{wl}"),
+            "writer_share": lg.get(f"writer_share_{wl}"),
+            "dropped_each_round": dropped,
+            "accounted": (lines + (med(dropped) or 0)) / nx if lines is not None and nx else None,
+            "sinkhole_lines": sk.get(f"audit_lines_{wl}"),
+            "sinkhole_writer_share": sk.get(f"writer_share_{wl}"),
+        }
+    return out
+
+
+def audit_table(summary):
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.0f}%"
+    rows = [
+        ("sinkhole-log µs/q", lambda a: fmt(a["log_us_per_q"])),
+        ("sinkhole µs/q (`log: {queries: none}`)", lambda a: fmt(a["sinkhole_us_per_q"])),
+        ("**sinkhole-log ÷ best peer**, µs/q (target ≤ 1.0)",
+         lambda a: "–" if a["log_over_best_peer"] is None else f"{a['log_over_best_peer']:.2f}× ({a['best_peer']})"),
+        ("**sinkhole-log ÷ sinkhole**, µs/q (target ≤ 1.25)",
+         lambda a: "–" if a["log_over_sinkhole"] is None else f"{a['log_over_sinkhole']:.2f}×"),
+        ("sinkhole-log QPS", lambda a: fmt_qps(a["log_qps"])),
+        ("audit lines written per second", lambda a: fmt_qps(a["lines_per_s"])),
+        ("queries per audit line", lambda a: fmt(a["queries_per_line"], 2)),
+        ("cost per audit line, µs", lambda a: fmt(a["us_per_line"], 2)),
+        ("writer thread's CPU per audit line, µs", lambda a: fmt(a["writer_us_per_line"], 2)),
+        ("writer thread's share of sinkhole-log's CPU", lambda a: pct(a["writer_share"])),
+        ("lines dropped (sinkhole_log_dropped_total), each round",
+         lambda a: "/".join("–" if d is None else f"{d:.0f}" for d in a["dropped_each_round"]) or "–"),
+        ("lines written + dropped ÷ NXDOMAIN answers", lambda a: fmt(a["accounted"], 3)),
+        ("audit lines written by sinkhole (`log: {queries: none}`)", lambda a: fmt(a["sinkhole_lines"], 0)),
+        ("sinkhole's writer thread share of its CPU (/stats counting only)",
+         lambda a: pct(a["sinkhole_writer_share"])),
+    ]
+    out = ["| sinkhole-log (`log: {queries: blocked, client: full}`) | " + " | ".join(LOG_WORKLOADS) + " |",
+           "|---" * (len(LOG_WORKLOADS) + 1) + "|"]
+    out += [f"| {label} | " + " | ".join(f(summary[wl]) for wl in LOG_WORKLOADS) + " |" for label, f in rows]
+    return "\n".join(out)
 
 
 COLUMNS = [  # key, header, formatter, higher is better
@@ -732,18 +978,27 @@ def per_round(results, servers):
             if "error" in r:
                 cells.append("failed")
                 continue
-            fwd = r["forwarded"]
-            cells.append("µs/q " + "/".join(f"{r[w]['cpu_us']:.1f}" for w in WORKLOADS) + ", QPS "
-                         + "/".join(fmt_qps(r[w]["qps"]) for w in WORKLOADS) + ", others "
-                         + "/".join(f"{r[w]['others_pct']:.0f}" for w in WORKLOADS) + "%, client "
-                         + f"{fwd['client_pct']:.0f}% (NSD {fwd['nsd_pct']:.0f}%)")
+
+            def each(f):
+                return "/".join(f(r[w]) if w in r else "–" for w in WORKLOADS)
+            cell = ("µs/q " + each(lambda x: f"{x['cpu_us']:.1f}") + ", QPS " + each(lambda x: fmt_qps(x["qps"]))
+                    + ", others " + each(lambda x: f"{x['others_pct']:.0f}") + "%")
+            if "forwarded" in r:
+                cell += f", client {r['forwarded']['client_pct']:.0f}% (NSD {r['forwarded']['nsd_pct']:.0f}%)"
+            if s == LOG_SERVER:
+                cell += (", audit lines " + each(lambda x: str(x.get("audit_lines", "?")))
+                         + ", dropped " + each(lambda x: "–" if x.get("audit_dropped") is None
+                                               else f"{x['audit_dropped']:.0f}"))
+            cells.append(cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nEach cell: " + "/".join(WORKLOADS) + ". *others*: CPU that processes "
                                "outside the benchmark used during the run, in % of one core (the machine is "
                                "shared; the benchmark runs at nice " + NICE + "). *client*: the CPU that "
                                "dnsperf and NSD used during the forwarded run, in % of their core "
                                + CLIENT_CORE + ", and NSD's part of it; near 100% they, not the server, set "
-                               "that QPS.")
+                               "that QPS." + (f" {LOG_SERVER}: also the audit lines it wrote and the lines "
+                                              "its queue dropped, each run; – where it does not run."
+                                              if LOG_SERVER in servers else ""))
 
 
 def table_1m(res1m, servers):
@@ -827,7 +1082,7 @@ def main():
     PIDFILE = os.environ.get("E2E_PIDFILE")
     servers = [s for s in os.environ.get("E2E_SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
     if a.deadline and "E2E_SECONDS" not in os.environ:
-        fit_seconds(a.deadline - time.time(), len(servers))
+        fit_seconds(a.deadline - time.time(), servers)
     started = datetime.datetime.now(datetime.timezone.utc)
     results = {s: [] for s in servers}
     res1m = {}
@@ -855,7 +1110,7 @@ def main():
         rounds_done = rnd
         if not os.environ.get("E2E_SKIP_1M"):
             log("1M-name pass: load time, RSS, blocked workload; one round")
-            for s in [s for s in servers if s != "floor"]:
+            for s in in_1m(servers):
                 try:
                     res1m[s] = run_1m(ctx, s)
                 except (Failed, subprocess.TimeoutExpired, OSError) as e:
@@ -889,7 +1144,24 @@ def main():
                "figure over the best peer's (in brackets); for QPS above 1 is better, for every other "
                "column below 1 is better. The floor reflects each query (recvmmsg/sendmmsg): its QPS is "
                "the client's ceiling, its µs/q the kernel's cost; it forwards nothing, so for a forwarder "
-               "the kernel's cost is about twice that (a second receive and send, with NSD).")
+               "the kernel's cost is about twice that (a second receive and send, with NSD)."
+               + (f" {LOG_SERVER} (the audit log on) is not a peer, nor is sinkhole-base: ratios ignore "
+                  "them; its own figures are below." if LOG_SERVER in servers else ""))
+    audit = audit_summary(cols)
+    if audit:
+        out.append(f"\n#### The audit log's cost\n\n{LOG_SERVER} is sinkhole's row with its audit log on: "
+                   "`log: {queries: blocked, client: full}`, one JSON line per blocked query on its stdout, "
+                   "a file in the work dir; the sinkhole row has `log: {queries: none}`, like the peers, which "
+                   "log nothing. Blocked and mixed workloads only; medians of the rounds. Its CPU is read once "
+                   "the file has stopped growing (the writer has drained its queue). Audit lines: the "
+                   "`\"event\":\"blocked\"` lines the run added to that file. Cost per line: (sinkhole-log "
+                   "µs/q − sinkhole µs/q) × queries ÷ lines; both rows are measured at different moments, so on a "
+                   "busy machine this can come out anywhere, even below 0. The writer thread's CPU (its "
+                   "`audit-log` thread in /proc) is measured in the same run: steadier, but it leaves out what "
+                   "the log costs the query path (the event handed to the queue, the writer's wake-ups). Dropped: the run's increase of "
+                   "sinkhole_log_dropped_total (the queue was full), each round. Written + dropped should "
+                   "match the NXDOMAIN answers dnsperf counted (every blocked query is one, nothing else is).\n")
+        out.append(audit_table(audit))
     for s in servers:
         for e in cols[s]["errors"]:
             out.append(f"\n- {s} failed a round: {e}")
@@ -904,13 +1176,13 @@ def main():
         out.append(f"\n### 1,000,000-name list ({counts['union1m']} names: the union padded with synthetic "
                    f"names): load time, RSS and the blocked workload only, one round, to keep the whole run "
                    f"within its time budget\n")
-        out.append(table_1m(res1m, [s for s in servers if s != "floor"]))
+        out.append(table_1m(res1m, in_1m(servers)))
     text = "\n".join(out) + "\n"
     print(text)
     with open(f"{a.work}/results.md", "w") as f:
         f.write(text)
     with open(f"{a.work}/results.json", "w") as f:
-        json.dump({"rounds": results, "medians": cols, "1m": res1m, "versions": v,
+        json.dump({"rounds": results, "medians": cols, "audit": audit, "1m": res1m, "versions": v,
                    "started": started.isoformat()}, f, indent=1)
     log(f"wrote {a.work}/results.md and results.json")
     ok = [s for s in servers if cols[s]["rounds"] > 0]

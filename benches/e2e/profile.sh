@@ -17,9 +17,16 @@
 # User space only: the kernel's share of a query (the socket calls) is not
 # counted, which is what run.sh's CPU µs/query adds.
 #
+# The config is conf/sinkhole.yaml, so the audit log is off (`log: {queries:
+# none}`) as in run.sh's sinkhole row; PROFILE_LOG='{queries: blocked,
+# client: full}' puts that in its place (sinkhole-log's setting: the writer
+# thread's instructions count too, callgrind follows every thread). A binary
+# older than the `log` key (SINKHOLE_BIN) gets the config without that line.
+#
 # Environment: E2E_WORK (work dir; default a new /tmp/sinkhole-profile.XXXXXX),
 # E2E_DATA (default ../shared/data), PROFILE_QUERIES (default 5000),
-# SINKHOLE_BIN (profile this binary instead of building the checkout).
+# SINKHOLE_BIN (profile this binary instead of building the checkout),
+# PROFILE_LOG (the `log:` setting, default `{queries: none}`).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,13 +66,26 @@ PIDS+=($!)
 
 PORT=$(free_port)
 ADMIN=$(free_port)
+LOG="${PROFILE_LOG:-{queries: none\}}"
+CONF="$WORK/sinkhole-profile.yaml"
+grep -qx 'log: {queries: none}' "$HERE/conf/sinkhole.yaml" || { say "conf/sinkhole.yaml has no line 'log: {queries: none}'"; exit 1; }
 sed -e "s|@@PORT@@|$PORT|; s|@@ADMIN_PORT@@|$ADMIN|; s|@@NSD_PORT@@|$NSD_PORT|; s|@@LIST@@|$WORK/union.txt|" \
-    "$HERE/conf/sinkhole.yaml" > "$WORK/sinkhole-profile.yaml"
+    -e "s|^log: {queries: none}\$|log: $LOG|" \
+    "$HERE/conf/sinkhole.yaml" > "$CONF"
+if ! "$BIN" check -c "$CONF" > "$WORK/check.log" 2>&1; then
+    if grep -q 'unknown field `log`' "$WORK/check.log" && [ -z "${PROFILE_LOG:-}" ]; then
+        say "$BIN predates the \`log\` key: profiling it without that line"
+        sed -i '/^log: /d' "$CONF"
+    else
+        say "$BIN rejects $CONF: $(tail -3 "$WORK/check.log")"; exit 1
+    fi
+fi
+say "config: $(grep '^log: ' "$CONF" || echo 'no log: line')"
 
 # One core, so one worker, as in run.sh.
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$WORK/callgrind.out.%p" \
-    "$BIN" serve -c "$WORK/sinkhole-profile.yaml" > "$WORK/sinkhole-profile.log" 2>&1 &
+    "$BIN" serve -c "$CONF" > "$WORK/sinkhole-profile.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
 say "loading the list under valgrind (takes a while)"
@@ -107,7 +127,7 @@ callgrind_control -d forwarded "$VG" > /dev/null
 
 OUT="$WORK/profile.md"
 {
-    echo "sinkhole ${SINKHOLE_BIN:-$(git -C "$ROOT" rev-parse --short HEAD)}, $(date -u +%FT%TZ), ~577k-name list, $N queries per workload"
+    echo "sinkhole ${SINKHOLE_BIN:-$(git -C "$ROOT" rev-parse --short HEAD)}, $(date -u +%FT%TZ), ~577k-name list, $N queries per workload, $(grep '^log: ' "$CONF" || echo 'no log: line')"
     echo
     echo "| workload | answered | instructions | per query |"
     echo "|---|---|---|---|"
