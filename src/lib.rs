@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod http;
+pub mod keyed;
 pub mod lists;
 pub mod metrics;
 pub mod observe;

@@ -26,11 +26,11 @@
 //! compared on lookup).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::answers::Upstreamed;
+use crate::keyed::{Keyed, PassThroughState};
 
 /// Longest TTL we keep an answer for, whatever upstream says (Unbound's
 /// `cache-max-ttl` default); the upstream stage caps relayed TTLs to it too.
@@ -98,65 +98,8 @@ impl Entry {
     }
 }
 
-/// A keyed 64-bit hash of a key's bytes, 8 at a time through a folded
-/// 64×64→128 multiply, with a random seed and multiplier per process.
-struct KeyedHash {
-    seed: u64,
-    k: u64,
-}
-
-impl KeyedHash {
-    fn random() -> Self {
-        Self {
-            seed: rand::random(),
-            // Odd, so no bit of the multiplier is wasted.
-            k: rand::random::<u64>() | 1,
-        }
-    }
-
-    fn hash(&self, bytes: &[u8]) -> u64 {
-        let mix = |x: u64, k: u64| {
-            let m = u128::from(x) * u128::from(k);
-            (m as u64) ^ ((m >> 64) as u64)
-        };
-        let mut h = self.seed ^ bytes.len() as u64;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = mix(h ^ u64::from_le_bytes(w), self.k);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = mix(h ^ u64::from_le_bytes(w), self.k);
-        }
-        mix(h, self.k.rotate_left(32) | 1)
-    }
-}
-
-/// The map's keys are already keyed hashes: pass them through.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; fold anything else in case that changes.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 struct Shard {
-    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    index: HashMap<u64, u32, PassThroughState>,
     entries: Vec<Entry>,
     /// xorshift state for eviction samples.
     rng: u64,
@@ -205,7 +148,7 @@ impl Shard {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: KeyedHash,
+    hasher: Keyed,
 }
 
 impl Cache {
@@ -228,7 +171,7 @@ impl Cache {
                 })
                 .collect(),
             per_shard,
-            hasher: KeyedHash::random(),
+            hasher: Keyed::random(),
         }
     }
 

@@ -131,40 +131,57 @@ pub trait Observe: Send + Sync {
     fn upstream(&self, attempt: &UpstreamAttempt);
 }
 
-/// Wire-form name as text, lower case, no trailing dot (for logs).
+/// Wire-form name as text, lower case, no trailing dot (for logs); the
+/// root is `.`.
 pub fn name_text(wire: &[u8]) -> String {
-    let mut s = String::with_capacity(wire.len());
-    name_text_into(wire, &mut s);
-    if s.is_empty() {
-        s.push('.');
+    let mut v = Vec::with_capacity(wire.len());
+    name_text_into(wire, &mut v);
+    if v.is_empty() {
+        v.push(b'.');
     }
-    s
+    // Only ASCII is ever written.
+    String::from_utf8(v).unwrap_or_default()
 }
 
-/// Appends the wire-form name as text (lower case, no trailing dot, odd
-/// bytes as `\DDD`) to `s`; the root appends nothing.
-pub fn name_text_into(wire: &[u8], s: &mut String) {
-    let start = s.len();
+/// Appends the wire-form name as text to `out`: lower case, dots between
+/// labels, no trailing dot (the root appends nothing), and any byte that
+/// is not a printable ASCII character other than `.` and `\` as `\DDD`
+/// (RFC 1035 §5.1). Only ASCII is written.
+pub fn name_text_into(wire: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     let mut p = 0;
     while let Some(&len) = wire.get(p) {
         let len = usize::from(len);
         if len == 0 || p + 1 + len > wire.len() {
             break;
         }
-        if s.len() > start {
-            s.push('.');
+        if out.len() > start {
+            out.push(b'.');
         }
         for &b in &wire[p + 1..p + 1 + len] {
             let b = b.to_ascii_lowercase();
             if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
-                s.push(char::from(b));
+                out.push(b);
             } else {
-                s.push('\\');
-                for d in [b / 100, b / 10 % 10, b % 10] {
-                    s.push(char::from(b'0' + d));
-                }
+                out.extend_from_slice(&[b'\\', b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10]);
             }
         }
         p += 1 + len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_as_text() {
+        assert_eq!(
+            name_text(b"\x07US04web\x04zoom\x02us\x00"),
+            "us04web.zoom.us"
+        );
+        assert_eq!(name_text(b"\x00"), ".");
+        assert_eq!(name_text(b"\x03a.b\x02c\\\x00"), "a\\046b.c\\092");
+        assert_eq!(name_text(b"\x01\xff\x00"), "\\255");
     }
 }

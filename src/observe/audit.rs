@@ -4,9 +4,10 @@
 //! On the query path a selected record is copied into a fixed-size
 //! [`Event`] and offered to a bounded queue: no formatting, no allocation,
 //! no system call, and never a wait. A full queue drops the event and
-//! counts it (`sinkhole_log_dropped_total`). One writer thread takes events
-//! in batches, counts blocked ones into [`Stats`], formats the JSON lines
-//! by hand into one buffer and writes the batch to stdout in one call.
+//! counts it (`sinkhole_log_dropped_total`). One writer thread takes what
+//! is queued every 10 ms, counts blocked queries into [`Stats`], formats
+//! the JSON lines by hand into one buffer and writes them to stdout in one
+//! call.
 //!
 //! A line's keys (SPEC "Audit log"): `ts` (RFC 3339, UTC), `event`
 //! (`blocked`, `query`, or `blockpage` for the block page), `client` (per
@@ -18,7 +19,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,8 +36,11 @@ use crate::dns::wire::MAX_NAME_LEN;
 
 /// Events the queue holds before it drops (about 4.5 MiB of them).
 pub const QUEUE: usize = 16_384;
-/// Events the writer formats before it writes them out.
-const BATCH: usize = 1_024;
+/// How often the writer looks at the queue when it is not busy: at
+/// 100,000 events a second a tick's worth fills a sixteenth of the queue.
+const TICK: Duration = Duration::from_millis(10);
+/// Bytes of lines the writer gathers before one write.
+const FLUSH_AT: usize = 256 * 1024;
 
 /// One query, as the writer needs it.
 pub struct QueryEvent {
@@ -98,7 +102,7 @@ impl AuditLog {
             names,
             stats,
             base: (Instant::now(), SystemTime::now()),
-            name: String::with_capacity(256),
+            name: Vec::with_capacity(256),
             line: String::with_capacity(512),
             out: Vec::with_capacity(256 * 1024),
         };
@@ -196,7 +200,7 @@ struct Writer {
     /// An `Instant` and the wall time it was, to date events by.
     base: (Instant, SystemTime),
     /// Buffers reused from event to event.
-    name: String,
+    name: Vec<u8>,
     line: String,
     out: Vec<u8>,
 }
@@ -206,31 +210,33 @@ impl Writer {
         let mut stdout = std::io::stdout();
         let stats = self.stats.clone();
         loop {
-            let first = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
+            // Take what is queued, then sleep a tick. The writer never
+            // blocks on the queue, so a query's `try_send` never has a
+            // sleeping receiver to wake: no system call on the query path.
             self.base = (Instant::now(), SystemTime::now());
-            let mut stats = stats.lock().ok();
-            let mut stop = self.take(first, stats.as_deref_mut());
-            for _ in 1..BATCH {
-                if stop {
-                    break;
-                }
+            let mut guard = stats.lock().ok();
+            let mut taken = 0;
+            let mut stop = false;
+            while taken < QUEUE && !stop {
                 match rx.try_recv() {
-                    Ok(e) => stop = self.take(e, stats.as_deref_mut()),
-                    Err(_) => break,
+                    Ok(e) => {
+                        stop = self.take(e, guard.as_deref_mut());
+                        taken += 1;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => stop = true,
+                }
+                if self.out.len() >= FLUSH_AT {
+                    write_out(&mut stdout, &mut self.out);
                 }
             }
-            drop(stats);
-            if !self.out.is_empty() {
-                // A write error (stdout closed) loses lines, never queries.
-                let _ = stdout.write_all(&self.out).and_then(|()| stdout.flush());
-                self.out.clear();
-            }
+            drop(guard);
+            write_out(&mut stdout, &mut self.out);
             if stop {
                 return;
+            }
+            if taken < QUEUE / 4 {
+                std::thread::sleep(TICK);
             }
         }
     }
@@ -273,10 +279,10 @@ impl Writer {
 
     fn query(&mut self, q: &QueryEvent, stats: Option<&mut Stats>) {
         let at = self.wall(q.received);
-        let name = &mut self.name;
-        name.clear();
-        name_text_into(&q.name[..usize::from(q.name_len)], name);
-        let name = &*name;
+        self.name.clear();
+        name_text_into(&q.name[..usize::from(q.name_len)], &mut self.name);
+        // name_text_into writes only ASCII.
+        let name = std::str::from_utf8(&self.name).unwrap_or_default();
         let client = self.shower.show(q.client);
         if let (Decided::Blocked { category, .. }, Some(stats)) = (q.decided, stats) {
             let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -329,6 +335,15 @@ impl Writer {
         l.push_str(&mnemonic::rcode(q.rcode));
         l.push_str("\"}\n");
         self.out.extend_from_slice(l.as_bytes());
+    }
+}
+
+/// Writes the gathered lines in one call. A write error (stdout closed)
+/// loses lines, never queries.
+fn write_out(stdout: &mut std::io::Stdout, out: &mut Vec<u8>) {
+    if !out.is_empty() {
+        let _ = stdout.write_all(out).and_then(|()| stdout.flush());
+        out.clear();
     }
 }
 

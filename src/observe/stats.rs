@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 
+use crate::keyed::{Keyed, PassThroughState};
+
 use serde::Serialize;
 
 /// Buckets per window.
@@ -25,67 +27,120 @@ pub const CAPACITY: usize = 1000;
 const TOP: usize = 20;
 
 /// Heavy hitters of a stream of keys, in space for `capacity` of them.
+///
+/// Layout, and why: tracked keys live in a slab (`slots`) that never moves;
+/// the min-heap holds slot numbers, and each slot knows where it is in the
+/// heap, so moving an entry in the heap touches no hash map. A key is
+/// hashed once per event (keyed, see `crate::keyed`) to find its slot. An
+/// evicted slot's string buffer is reused for its successor, so after
+/// warm-up counting allocates nothing.
 #[derive(Debug)]
 struct SpaceSaving {
     capacity: usize,
-    /// A min-heap on count; `index` says where each key is.
-    heap: Vec<(u64, Box<str>)>,
-    index: HashMap<Box<str>, usize>,
+    keyed: Keyed,
+    /// Slot numbers, a min-heap on their counts.
+    heap: Vec<u32>,
+    slots: Vec<Slot>,
+    /// A key's hash → its slot. Two keys that share all 64 bits share a
+    /// slot, as if the second had evicted the first: within the sketch's
+    /// error, and never aimed (the hash is keyed).
+    index: HashMap<u64, u32, PassThroughState>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: String,
+    hash: u64,
+    count: u64,
+    /// Where this slot is in `heap`.
+    at: u32,
 }
 
 impl SpaceSaving {
     fn new(capacity: usize) -> Self {
         Self {
             capacity,
+            keyed: Keyed::random(),
             heap: Vec::new(),
-            index: HashMap::new(),
+            slots: Vec::new(),
+            index: HashMap::default(),
         }
     }
 
     fn clear(&mut self) {
+        // Slots (and their buffers) stay for reuse; the heap and index go.
         self.heap.clear();
         self.index.clear();
     }
 
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     fn add(&mut self, key: &str) {
-        if let Some(&i) = self.index.get(key) {
-            self.heap[i].0 += 1;
-            self.sift_down(i);
+        let hash = self.keyed.hash(key.as_bytes());
+        if let Some(&id) = self.index.get(&hash) {
+            let slot = &mut self.slots[id as usize];
+            if slot.key != key {
+                slot.key.clear();
+                slot.key.push_str(key);
+            }
+            slot.count += 1;
+            let at = slot.at as usize;
+            self.sift_down(at);
             return;
         }
         if self.heap.len() < self.capacity {
-            let key: Box<str> = key.into();
-            self.heap.push((1, key.clone()));
-            let i = self.heap.len() - 1;
-            self.index.insert(key, i);
-            self.sift_up(i);
+            // A free slot: one cleared earlier, or a new one.
+            let id = self.heap.len();
+            if id == self.slots.len() {
+                self.slots.push(Slot {
+                    key: String::with_capacity(key.len()),
+                    hash,
+                    count: 0,
+                    at: 0,
+                });
+            }
+            let slot = &mut self.slots[id];
+            slot.key.clear();
+            slot.key.push_str(key);
+            slot.hash = hash;
+            slot.count = 1;
+            slot.at = id as u32;
+            self.heap.push(id as u32);
+            self.index.insert(hash, id as u32);
+            self.sift_up(id);
             return;
         }
-        // Full: the least counted key gives its place (and its count).
-        let Some((min, _)) = self.heap.first() else {
+        // Full: the least counted key gives its slot, and its count.
+        let Some(&id) = self.heap.first() else {
             return;
         };
-        let count = min + 1;
-        let key: Box<str> = key.into();
-        let old = std::mem::replace(&mut self.heap[0], (count, key.clone()));
-        self.index.remove(&old.1);
-        self.index.insert(key, 0);
+        let slot = &mut self.slots[id as usize];
+        self.index.remove(&slot.hash);
+        slot.key.clear();
+        slot.key.push_str(key);
+        slot.hash = hash;
+        slot.count += 1;
+        self.index.insert(hash, id);
         self.sift_down(0);
+    }
+
+    fn count_at(&self, at: usize) -> u64 {
+        self.slots[self.heap[at] as usize].count
     }
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        for i in [a, b] {
-            if let Some(slot) = self.index.get_mut(&self.heap[i].1) {
-                *slot = i;
-            }
-        }
+        self.slots[self.heap[a] as usize].at = a as u32;
+        self.slots[self.heap[b] as usize].at = b as u32;
     }
 
     fn sift_up(&mut self, mut i: usize) {
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.heap[parent].0 <= self.heap[i].0 {
+            if self.count_at(parent) <= self.count_at(i) {
                 break;
             }
             self.swap(parent, i);
@@ -97,10 +152,10 @@ impl SpaceSaving {
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
             let mut least = i;
-            if l < self.heap.len() && self.heap[l].0 < self.heap[least].0 {
+            if l < self.heap.len() && self.count_at(l) < self.count_at(least) {
                 least = l;
             }
-            if r < self.heap.len() && self.heap[r].0 < self.heap[least].0 {
+            if r < self.heap.len() && self.count_at(r) < self.count_at(least) {
                 least = r;
             }
             if least == i {
@@ -112,7 +167,10 @@ impl SpaceSaving {
     }
 
     fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.heap.iter().map(|(c, k)| (&**k, *c))
+        self.heap.iter().map(|&id| {
+            let s = &self.slots[id as usize];
+            (s.key.as_str(), s.count)
+        })
     }
 }
 
@@ -274,8 +332,9 @@ mod tests {
                 s.add("heavy-c");
             }
         }
-        assert_eq!(s.heap.len(), 100);
+        assert_eq!(s.len(), 100);
         assert_eq!(s.index.len(), 100);
+        assert_eq!(s.slots.len(), 100);
         let mut top: Vec<(&str, u64)> = s.entries().collect();
         top.sort_by_key(|e| std::cmp::Reverse(e.1));
         let names: Vec<&str> = top.iter().take(3).map(|e| e.0).collect();
@@ -330,7 +389,7 @@ mod tests {
             );
         }
         for b in &st.buckets {
-            assert!(b.names.heap.len() <= CAPACITY && b.names.index.len() <= CAPACITY);
+            assert!(b.names.len() <= CAPACITY && b.names.slots.len() <= CAPACITY);
         }
         assert_eq!(st.report(1_002_000).top_blocked_names.len(), 20);
     }
