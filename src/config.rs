@@ -310,13 +310,6 @@ impl Validator<'_> {
             let format = match l.format {
                 FormatSpec::Auto => FormatChoice::Auto,
                 FormatSpec::Fixed(f) => FormatChoice::Fixed(f),
-                FormatSpec::Rpz => {
-                    return Err(self.error_at(
-                        "format",
-                        "rpz",
-                        format!("list {:?}: the rpz format is not supported yet", l.name),
-                    ));
-                }
             };
             let category = if !is_block {
                 if let Some(c) = &l.category {
@@ -809,7 +802,7 @@ fn one_of(names: &[&str]) -> String {
 
 from_str_visitor!(Action, "an action", |s| {
     Action::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        let names: Vec<&str> = Action::CONFIGURABLE.iter().map(|a| a.as_str()).collect();
         format!("unknown action {s:?}; expected {}", one_of(&names))
     })
 });
@@ -862,7 +855,6 @@ enum FormatSpec {
     #[default]
     Auto,
     Fixed(Format),
-    Rpz,
 }
 
 impl FormatSpec {
@@ -870,7 +862,6 @@ impl FormatSpec {
     fn names() -> Vec<&'static str> {
         std::iter::once("auto")
             .chain(Format::ALL.iter().map(|f| f.as_str()))
-            .chain(std::iter::once("rpz"))
             .collect()
     }
 }
@@ -878,7 +869,6 @@ impl FormatSpec {
 from_str_visitor!(FormatSpec, "a list format", |s| {
     match s {
         "auto" => Ok(FormatSpec::Auto),
-        "rpz" => Ok(FormatSpec::Rpz),
         other => Format::parse(other).map(FormatSpec::Fixed).ok_or_else(|| {
             format!(
                 "unknown format {other:?}; expected {}",
@@ -997,10 +987,6 @@ allowlists:
         );
         assert!(e.starts_with("t.yaml:4:11: list \"v\": file"), "{e}");
         assert!(e.contains("missing.txt does not exist"), "{e}");
-        let e = err(
-            "upstream: {servers: [\"127.0.0.1:53\"]}\nlists:\n  - {name: v, path: a.txt, format: rpz}\n",
-        );
-        assert!(e.starts_with("t.yaml:3:"), "{e}");
     }
 
     #[test]
@@ -1086,7 +1072,7 @@ allowlists:
         );
         let e = err("block:\n  action: drop\n");
         assert!(
-            e.contains("expected nxdomain, nodata, refused or redirect"),
+            e.contains("expected nxdomain, nodata, refused, redirect or monitor"),
             "{e}"
         );
     }

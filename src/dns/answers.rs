@@ -111,7 +111,14 @@ pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockS
     let rcode = match b.action {
         Action::Nxdomain => RCODE_NXDOMAIN,
         Action::Refused => RCODE_REFUSED,
-        Action::Nodata | Action::Redirect => RCODE_NOERROR,
+        // The pipeline answers monitor, drop, tcp-only and local data
+        // itself; should one ever arrive here, it is an empty answer.
+        Action::Nodata
+        | Action::Redirect
+        | Action::Monitor
+        | Action::Drop
+        | Action::TcpOnly
+        | Action::Local(_) => RCODE_NOERROR,
     };
     let soa = b.action != Action::Refused && !answer;
     let counts = [1, u16::from(answer), u16::from(soa), 0];

@@ -40,7 +40,8 @@ pub fn detect(text: &str) -> Format {
 
 fn slot(format: Format) -> usize {
     match format {
-        Format::Domains => 0,
+        // RPZ is never guessed: a zone must be named `format: rpz`.
+        Format::Domains | Format::Rpz => 0,
         Format::Hosts => 1,
         Format::Adblock => 2,
         Format::Wildcard => 3,

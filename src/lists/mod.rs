@@ -8,13 +8,14 @@ pub mod adblock;
 mod detect;
 pub mod domains;
 pub mod hosts;
+pub mod rpz;
 pub mod source;
 pub mod wildcard;
 
 use std::fmt;
 
 use crate::policy::name::normalize_into;
-pub use crate::policy::{NameError, Rule, RuleSet, Scope, Verdict};
+pub use crate::policy::{Action, LocalId, LocalRecord, NameError, Rule, RuleSet, Scope, Verdict};
 
 /// How many skipped lines a [`SkipLog`] keeps verbatim; the rest are counted.
 pub const KEEP_SKIPPED: usize = 20;
@@ -30,15 +31,18 @@ pub enum Format {
     Adblock,
     /// `*.name` (subdomains only) and plain names.
     Wildcard,
+    /// A Response Policy Zone in zone-file syntax (QNAME triggers only).
+    Rpz,
 }
 
 impl Format {
     /// Every format, in the order the configuration documents them.
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 5] = [
         Format::Domains,
         Format::Hosts,
         Format::Adblock,
         Format::Wildcard,
+        Format::Rpz,
     ];
 
     pub fn parse(name: &str) -> Option<Format> {
@@ -52,6 +56,7 @@ impl Format {
             Format::Hosts => "hosts",
             Format::Adblock => "adblock",
             Format::Wildcard => "wildcard",
+            Format::Rpz => "rpz",
         }
     }
 }
@@ -125,6 +130,11 @@ pub struct ParsedList {
     format: Format,
     names: String,
     rules: Vec<PackedRule>,
+    /// Rules with an action of their own (RPZ), by rule index, in order:
+    /// rules without one pay nothing for the possibility.
+    actions: Vec<(u32, Action)>,
+    /// Local data of `Action::Local(id)` rules, by `id`.
+    local: Vec<Vec<LocalRecord>>,
     skipped: SkipLog,
     lines: u32,
 }
@@ -135,6 +145,8 @@ impl ParsedList {
             format,
             names: String::new(),
             rules: Vec::new(),
+            actions: Vec::new(),
+            local: Vec::new(),
             skipped: SkipLog::default(),
             lines: 0,
         }
@@ -165,6 +177,32 @@ impl ParsedList {
                 false
             }
         }
+    }
+
+    /// As [`ParsedList::push_rule`], for a rule with an action of its own
+    /// (an RPZ record's: `CNAME .` is `Nxdomain`, local data is a
+    /// `Local(id)` from [`ParsedList::add_local`]).
+    pub fn push_rule_with(
+        &mut self,
+        line: u32,
+        text: &str,
+        name: &str,
+        scope: Scope,
+        verdict: Verdict,
+        action: Option<Action>,
+    ) -> bool {
+        let index = self.rules.len() as u32;
+        let added = self.push_rule(line, text, name, scope, verdict);
+        if let (true, Some(a)) = (added, action) {
+            self.actions.push((index, a));
+        }
+        added
+    }
+
+    /// Stores local data for a rule to answer with; returns its id.
+    pub fn add_local(&mut self, records: Vec<LocalRecord>) -> LocalId {
+        self.local.push(records);
+        LocalId((self.local.len() - 1) as u32)
     }
 
     /// Records a line the format cannot use.
@@ -221,16 +259,20 @@ impl ParsedList {
 
     pub fn rules(&self) -> impl ExactSizeIterator<Item = Rule<'_>> + '_ {
         let mut start = 0usize;
-        self.rules.iter().map(move |r| {
+        let mut actions = self.actions.iter().peekable();
+        self.rules.iter().enumerate().map(move |(i, r)| {
             let end = r.end as usize;
             let name = &self.names[start..end];
             start = end;
+            let action = actions
+                .next_if(|(at, _)| *at as usize == i)
+                .map(|(_, a)| *a);
             Rule {
                 name,
                 scope: r.scope,
                 verdict: r.verdict,
                 line: r.line,
-                action: None,
+                action,
             }
         })
     }
@@ -253,6 +295,10 @@ impl RuleSet for ParsedList {
     fn rules(&self) -> impl Iterator<Item = Rule<'_>> {
         ParsedList::rules(self)
     }
+
+    fn local(&self, id: LocalId) -> &[LocalRecord] {
+        self.local.get(id.0 as usize).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The format asked for in the configuration.
@@ -273,5 +319,6 @@ pub fn parse(text: &str, choice: FormatChoice) -> ParsedList {
         Format::Hosts => hosts::parse(text),
         Format::Adblock => adblock::parse(text),
         Format::Wildcard => wildcard::parse(text),
+        Format::Rpz => rpz::parse(text),
     }
 }

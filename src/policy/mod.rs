@@ -22,29 +22,45 @@ use std::path::{Path, PathBuf};
 
 pub use name::{DomainName, NameError};
 use owner::Owners;
-pub use rule::{Rule, RuleSet, Scope, Verdict};
+pub use rule::{LocalRecord, Rule, RuleSet, Scope, Verdict};
 use trie::{RuleRef, Trie, TrieBuilder};
 
 /// The policy in service, swapped whole on reload; queries load it without
 /// waiting and finish on the snapshot they loaded.
 pub type Live = arc_swap::ArcSwap<Policy>;
 
-/// What the server answers for a blocked name.
+/// What the server does with a name a block rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Nxdomain,
     Nodata,
     Refused,
     Redirect,
+    /// Nothing blocked: answered as if unlisted, the match counted and
+    /// logged (how the IG team trials a list before enforcing it).
+    Monitor,
+    /// No answer at all (RPZ's `rpz-drop.`).
+    Drop,
+    /// Over UDP, an empty answer with TC=1 so the client retries over TCP
+    /// (RPZ's `rpz-tcp-only.`); over TCP, answered as if unlisted.
+    TcpOnly,
+    /// The records of RPZ local data ([`Policy::local`]).
+    Local(LocalId),
 }
 
+/// Index of a rule's local data in [`Policy::local`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalId(pub u32);
+
 impl Action {
-    /// Every action, in the order the configuration documents them.
-    pub const ALL: [Action; 4] = [
+    /// The actions a category may name, in the order the configuration
+    /// documents them. The others come from RPZ records only.
+    pub const CONFIGURABLE: [Action; 5] = [
         Action::Nxdomain,
         Action::Nodata,
         Action::Refused,
         Action::Redirect,
+        Action::Monitor,
     ];
 
     /// The name configuration files, metrics and logs use.
@@ -54,11 +70,16 @@ impl Action {
             Action::Nodata => "nodata",
             Action::Refused => "refused",
             Action::Redirect => "redirect",
+            Action::Monitor => "monitor",
+            Action::Drop => "drop",
+            Action::TcpOnly => "tcp-only",
+            Action::Local(_) => "local-data",
         }
     }
 
+    /// A category's action by its configuration name.
     pub fn parse(name: &str) -> Option<Action> {
-        Self::ALL.into_iter().find(|a| a.as_str() == name)
+        Self::CONFIGURABLE.into_iter().find(|a| a.as_str() == name)
     }
 }
 
@@ -174,6 +195,8 @@ pub struct Policy {
     /// Rules with an action of their own, by rule index (sorted). Only
     /// rules marked so in the trie are looked up here.
     own_actions: Vec<(u32, Action)>,
+    /// RPZ local data, by [`LocalId`].
+    local: Vec<Box<[LocalRecord]>>,
     lists: Vec<ListInfo>,
     categories: Vec<Category>,
 }
@@ -241,6 +264,11 @@ impl Policy {
         Some(self.own_actions[i].1)
     }
 
+    /// The records of an `Action::Local`.
+    pub fn local(&self, id: LocalId) -> &[LocalRecord] {
+        self.local.get(id.0 as usize).map_or(&[], |r| r)
+    }
+
     /// Convenience for callers holding a validated name.
     pub fn decide_name(&self, name: &DomainName) -> Decision<'_> {
         self.decide(name.labels().rev())
@@ -292,6 +320,7 @@ pub fn build<R: RuleSet + ?Sized>(
     let mut builder = TrieBuilder::with_capacity(total);
     let mut rules = Vec::with_capacity(total);
     let mut own_actions = Vec::new();
+    let mut local: Vec<Box<[LocalRecord]>> = Vec::new();
     let mut infos = Vec::with_capacity(lists.len());
     let mut list_starts = Vec::with_capacity(lists.len());
     for input in lists {
@@ -326,6 +355,14 @@ pub fn build<R: RuleSet + ?Sized>(
                 r = r.with_below_only();
             }
             if let (Some(action), Verdict::Block) = (rule.action, verdict) {
+                // Local data moves into the policy's own table.
+                let action = match action {
+                    Action::Local(id) => {
+                        local.push(input.rules.local(id).into());
+                        Action::Local(LocalId((local.len() - 1) as u32))
+                    }
+                    other => other,
+                };
                 own_actions.push((index, action));
                 r = r.with_own_action();
             }
@@ -341,6 +378,7 @@ pub fn build<R: RuleSet + ?Sized>(
         trie: builder.build(),
         owners: Owners::new(list_starts, rules.len()),
         own_actions,
+        local,
         rules,
         lists: infos,
         categories,

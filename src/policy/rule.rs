@@ -4,7 +4,7 @@
 //! [`super::Policy`]. This is the whole interface between the two, so the
 //! policy knows nothing of list formats.
 
-use super::Action;
+use super::{Action, LocalId};
 
 /// Which names a rule covers, relative to its own name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,10 +38,24 @@ pub struct Rule<'a> {
     pub action: Option<Action>,
 }
 
+/// One record of RPZ local data as the zone gave it: its type and its
+/// RDATA in wire form (names uncompressed). The policy carries it without
+/// reading it; the DNS side writes it into answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecord {
+    pub rtype: u16,
+    pub rdata: Box<[u8]>,
+}
+
 /// A list's rules, as the builder reads them.
 pub trait RuleSet {
     fn rule_count(&self) -> usize;
     fn rules(&self) -> impl Iterator<Item = Rule<'_>>;
+    /// The records of a rule's `Action::Local(id)`, `id` counted within
+    /// this list.
+    fn local(&self, _id: LocalId) -> &[LocalRecord] {
+        &[]
+    }
 }
 
 impl RuleSet for [Rule<'_>] {
