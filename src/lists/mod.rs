@@ -78,8 +78,38 @@ pub enum SkipReason {
     HostsBoilerplate,
     /// An adblock rule that DNS cannot express (cosmetic, path, options…).
     UnsupportedAdblock,
+    /// An RPZ trigger other than QNAME (`rpz-ip`, `rpz-nsdname`, …): counted
+    /// apart, never misapplied as a name rule.
+    UnsupportedTrigger(&'static str),
+    /// A block rule that would reach a name in `guard.protected`.
+    Protected(Box<str>),
     /// Anything else the format cannot use, with a short explanation.
     Unrecognised(&'static str),
+}
+
+impl SkipReason {
+    /// The reason's kind, as the `reason` label of
+    /// `sinkhole_list_rejected_rules_total`: a fixed, small set.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SkipReason::BadName(_) => "bad-name",
+            SkipReason::NotSinkholeAddress | SkipReason::HostsBoilerplate => "not-a-block",
+            SkipReason::UnsupportedAdblock => "unsupported",
+            SkipReason::UnsupportedTrigger(_) => "unsupported-trigger",
+            SkipReason::Protected(_) => "protected",
+            SkipReason::Unrecognised(_) => "unrecognised",
+        }
+    }
+
+    /// Every value [`SkipReason::kind`] returns.
+    pub const KINDS: [&'static str; 6] = [
+        "bad-name",
+        "not-a-block",
+        "unsupported",
+        "unsupported-trigger",
+        "protected",
+        "unrecognised",
+    ];
 }
 
 impl fmt::Display for SkipReason {
@@ -93,6 +123,10 @@ impl fmt::Display for SkipReason {
             SkipReason::UnsupportedAdblock => {
                 f.write_str("adblock rule DNS cannot express (cosmetic, path or options)")
             }
+            SkipReason::UnsupportedTrigger(trigger) => {
+                write!(f, "RPZ trigger {trigger} is not supported (QNAME triggers only)")
+            }
+            SkipReason::Protected(name) => write!(f, "blocks protected name {name}"),
             SkipReason::Unrecognised(what) => f.write_str(what),
         }
     }
@@ -112,6 +146,8 @@ pub struct SkippedLine {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SkipLog {
     pub count: u64,
+    /// Counts by [`SkipReason::kind`], indexed like [`SkipReason::KINDS`].
+    pub by_kind: [u64; SkipReason::KINDS.len()],
     pub first: Vec<SkippedLine>,
 }
 
@@ -208,6 +244,10 @@ impl ParsedList {
     /// Records a line the format cannot use.
     pub fn skip(&mut self, line: u32, text: &str, reason: SkipReason) {
         self.skipped.count += 1;
+        let kind = reason.kind();
+        if let Some(i) = SkipReason::KINDS.iter().position(|k| *k == kind) {
+            self.skipped.by_kind[i] += 1;
+        }
         if self.skipped.first.len() < KEEP_SKIPPED {
             let text = text.trim();
             let mut cut = text.len().min(200);
