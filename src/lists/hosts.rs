@@ -227,20 +227,20 @@ mod tests {
 
     #[test]
     fn bad_names_are_reported_per_name() {
-        let list = parse("0.0.0.0 good.example bad_é.example 10.1.2.3\n");
+        let list = parse("0.0.0.0 good.example bad/é.example 10.1.2.3\n");
         assert_eq!(rules(&list), [("good.example", 1)]);
         assert_eq!(
             list.skipped().first,
             [
                 SkippedLine {
                     line: 1,
-                    reason: SkipReason::BadName(NameError::BadChar('é')),
-                    text: "0.0.0.0 good.example bad_é.example 10.1.2.3".into(),
+                    reason: SkipReason::BadName(NameError::BadChar('/')),
+                    text: "0.0.0.0 good.example bad/é.example 10.1.2.3".into(),
                 },
                 SkippedLine {
                     line: 1,
                     reason: SkipReason::BadName(NameError::IpAddress),
-                    text: "0.0.0.0 good.example bad_é.example 10.1.2.3".into(),
+                    text: "0.0.0.0 good.example bad/é.example 10.1.2.3".into(),
                 },
             ]
         );

@@ -21,8 +21,10 @@ pub enum NameError {
     EmptyLabel,
     #[error("label longer than 63 characters")]
     LabelTooLong,
-    #[error("character {0:?} is not allowed in a domain name")]
+    #[error("character {} is not allowed in a domain name", shown(*.0))]
     BadChar(char),
+    #[error("an international name that IDNA (UTS 46) cannot convert")]
+    BadIdn,
     #[error("an IP address, not a domain name")]
     IpAddress,
 }
@@ -67,6 +69,9 @@ impl fmt::Debug for DomainName {
 /// dot) to `out`. On error `out` is left as it was. Used by list parsers to
 /// pack many names into one buffer without an allocation per name.
 pub fn normalize_into(text: &str, out: &mut String) -> Result<(), NameError> {
+    if !text.is_ascii() {
+        return normalize_unicode(text, out);
+    }
     let name = text.strip_suffix('.').unwrap_or(text);
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -107,6 +112,40 @@ pub fn normalize_into(text: &str, out: &mut String) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A name with non-ASCII characters: its IDNA (UTS 46, non-transitional)
+/// ASCII form, as a resolver is asked for it (`bücher.example` is queried
+/// as `xn--bcher-kva.example`). Characters that are never part of a name
+/// (spaces, controls, `/`) are rejected as such, before IDNA, so the
+/// message names the character.
+fn normalize_unicode(text: &str, out: &mut String) -> Result<(), NameError> {
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_ascii() && !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(NameError::BadChar(c));
+    }
+    let ascii = idna::domain_to_ascii(text).map_err(|_| NameError::BadIdn)?;
+    if !ascii.is_ascii() {
+        return Err(NameError::BadIdn);
+    }
+    normalize_into(&ascii, out)
+}
+
+/// A character as a message can show it: printable ones as themselves,
+/// quoted; controls as `\x1b`-style escapes, so a list line can never
+/// drive the operator's terminal.
+fn shown(c: char) -> String {
+    if c.is_control() {
+        if (c as u32) < 0x100 {
+            format!("\\x{:02x}", c as u32)
+        } else {
+            format!("\\u{{{:x}}}", c as u32)
+        }
+    } else {
+        format!("'{c}'")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +170,27 @@ mod tests {
         );
         let long = vec!["abcdefghi"; 26].join(".");
         assert_eq!(DomainName::parse(&long), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn unicode_names_become_punycode() {
+        assert_eq!(
+            DomainName::parse("Bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            DomainName::parse("зум.рф.").unwrap().as_str(),
+            "xn--g1aku.xn--p1ai"
+        );
+        assert_eq!(DomainName::parse("bü cher.example"), Err(NameError::BadChar(' ')));
+        assert_eq!(DomainName::parse("a\u{1b}ü"), Err(NameError::BadChar('\u{1b}')));
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        let e = DomainName::parse("a\u{1b}]0;x\u{7}").unwrap_err().to_string();
+        assert_eq!(e, "character \\x1b is not allowed in a domain name");
+        assert!(!e.chars().any(char::is_control));
     }
 
     #[test]
