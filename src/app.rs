@@ -19,13 +19,17 @@ use crate::dns::upstream::{Servers, pool};
 use crate::http::admin::{self, AdminState};
 use crate::http::blockpage::{self, BlockPage};
 use crate::http::tls::{Certificate, TlsError};
+use crate::lists::remote::{ClientError, Fetcher};
+use crate::lists::source::Escaped;
+use crate::lists::{ParsedList, SkipReason};
 use crate::metrics::{ListLabels, Metrics};
 use crate::observe::Observer;
 use crate::observe::audit::{AuditLog, Names};
 use crate::observe::stats::Stats;
 use crate::policy::explain::Explanation;
-use crate::policy::{DomainName, ListId};
-use crate::reload::{Reloader, StartError, load_list};
+use crate::policy::{Action, DomainName, ListId};
+use crate::reload::trigger::{self, Reloads, Which};
+use crate::reload::{self, ListError, Reloader, StartError, watch};
 
 /// Why a command could not do its job (exit code 1).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,8 @@ pub enum AppError {
     Runtime(std::io::Error),
     #[error("block page certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Client(#[from] ClientError),
 }
 
 /// Loads `-c FILE`, else `./sinkhole.yaml`, else the built-in default.
@@ -79,25 +85,62 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         .map(|l| ListLabels {
             name: &l.name,
             category: l.category.as_deref(),
+            monitor: l.category.as_ref().is_some_and(|c| {
+                config
+                    .categories
+                    .iter()
+                    .any(|k| k.name == *c && k.action == Action::Monitor)
+            }),
+            remote: l.remote.is_some(),
         })
         .collect();
     let metrics = Arc::new(Metrics::new(&config.upstream.servers, &labels));
+    // Set up before anything serves: a bad tls_ca is a start-up error.
+    let fetcher = if config.lists.iter().any(|l| l.remote.is_some()) {
+        Some(Fetcher::new(config.tls_ca.as_deref())?)
+    } else {
+        None
+    };
     let mut reloader = Reloader::start(&config)?;
     let m = metrics.clone();
     reloader.watch(move |r| {
         for (i, l) in r.lists.iter().enumerate() {
             let at = l
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
+                .updated
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0.0, |d| d.as_secs_f64());
             m.list_loaded(ListId(i as u16), l.rules, at);
+        }
+        for (i, by_kind) in r.parsed {
+            m.list_rejected(ListId(*i as u16), by_kind);
+        }
+        for (i, result) in r.fetches {
+            m.list_fetched(ListId(*i as u16), result);
+        }
+        if r.built {
+            m.policy_built();
         }
         if r.reload {
             m.reload_done(r.ok);
         }
     });
     for l in reloader.statuses().iter() {
-        tracing::info!(list = %l.name, rules = l.rules, skipped = l.skipped.count, "list loaded");
+        match &l.source {
+            Some(source) => tracing::info!(
+                event = "list_taken",
+                list = %l.name,
+                rules = l.rules,
+                skipped = l.skipped.count,
+                source = source.as_str(),
+                "list loaded"
+            ),
+            None => tracing::warn!(
+                event = "list_missing",
+                list = %l.name,
+                reason = l.health.error().unwrap_or_default(),
+                "list has no version yet; serving without it"
+            ),
+        }
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +148,7 @@ pub fn serve(config: Config) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?;
-    runtime.block_on(run(config, Arc::new(reloader), metrics, workers))
+    runtime.block_on(run(config, Arc::new(reloader), fetcher, metrics, workers))
 }
 
 /// Raises the open-file soft limit to the hard limit and sizes each
@@ -153,11 +196,15 @@ fn raise_fd_limit() -> u64 {
 async fn run(
     config: Config,
     reloader: Arc<Reloader>,
+    fetcher: Option<Fetcher>,
     metrics: Arc<Metrics>,
     workers: usize,
 ) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // One path for every reload trigger; local files watched.
+    let (reloads, _reload_task) = trigger::start(reloader.clone(), fetcher, shutdown.clone());
+    let _watch = watch::start(reloader.sources(), reloads.clone(), shutdown.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     // The audit log's writer and the counts behind /stats.
@@ -194,6 +241,7 @@ async fn run(
             })?;
             let state = AdminState {
                 reloader: reloader.clone(),
+                reloads: reloads.clone(),
                 pipeline: pipeline.clone(),
                 metrics: metrics.clone(),
                 stats: stats.clone(),
@@ -247,7 +295,7 @@ async fn run(
     ready.store(true, Ordering::Release);
     tracing::info!(upstreams = ?config.upstream.servers, "ready");
 
-    wait_for_signals(&reloader, certificate.as_ref()).await;
+    wait_for_signals(&reloads, certificate.as_ref()).await;
     tracing::info!("shutting down: finishing in-flight queries");
     ready.store(false, Ordering::Release);
     shutdown.cancel();
@@ -320,7 +368,7 @@ async fn start_blockpage(
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(reloader: &Arc<Reloader>, certificate: Option<&Arc<Certificate>>) {
+async fn wait_for_signals(reloads: &Reloads, certificate: Option<&Arc<Certificate>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -336,8 +384,7 @@ async fn wait_for_signals(reloader: &Arc<Reloader>, certificate: Option<&Arc<Cer
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let r = reloader.clone();
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                reloads.nudge(Which::All).await;
                 if let Some(cert) = certificate {
                     match cert.reload() {
                         Ok(()) => tracing::info!("block page certificate reloaded"),
@@ -350,71 +397,113 @@ async fn wait_for_signals(reloader: &Arc<Reloader>, certificate: Option<&Arc<Cer
 }
 
 /// `sinkhole check`: loads every list and prints what it found. Returns
-/// whether the configuration is usable.
+/// whether the configuration is usable: every list readable, and no block
+/// rule reaching a protected name (so a list repository's CI stops it).
 pub fn check(config: &Config, out: &mut impl std::io::Write) -> std::io::Result<bool> {
     let mut usable = true;
     let mut reports = Vec::new();
+    let lists = check_lists(config);
     writeln!(
         out,
-        "{:<28} {:<9} {:<10} {:>10} {:>9}",
+        "{:<28} {:<9} {:<10} {:>10} {:>9}  SOURCE",
         "LIST", "KIND", "FORMAT", "RULES", "SKIPPED"
     )?;
-    for source in &config.lists {
+    for (source, loaded) in config.lists.iter().zip(lists) {
         let kind = if source.category.is_some() {
             "block"
         } else {
             "allow"
         };
-        match load_list(source) {
-            Ok(parsed) => {
+        match loaded {
+            Ok((parsed, from)) => {
                 writeln!(
                     out,
-                    "{:<28} {:<9} {:<10} {:>10} {:>9}",
+                    "{:<28} {:<9} {:<10} {:>10} {:>9}  {}",
                     source.name,
                     kind,
                     parsed.format().as_str(),
                     parsed.len(),
-                    parsed.skipped().count
+                    parsed.skipped().count,
+                    from
                 )?;
                 reports.push((source, Ok(parsed)));
             }
             Err(e) => {
-                usable = false;
                 writeln!(
                     out,
-                    "{:<28} {:<9} {:<10} {:>10} {:>9}",
+                    "{:<28} {:<9} {:<10} {:>10} {:>9}  -",
                     source.name, kind, "-", "ERROR", "-"
                 )?;
                 reports.push((source, Err(e)));
             }
         }
     }
+    let mut protected = 0u64;
     for (source, report) in &reports {
         match report {
             Ok(parsed) if parsed.skipped().count > 0 => {
-                writeln!(
-                    out,
-                    "\n{}: {} lines skipped",
-                    source.name,
-                    parsed.skipped().count
-                )?;
-                for s in parsed.skipped().first.iter().take(5) {
-                    writeln!(
-                        out,
-                        "  {}:{}: {} ({})",
-                        source.path.display(),
-                        s.line,
-                        s.reason,
-                        s.text
-                    )?;
+                let skipped = parsed.skipped();
+                writeln!(out, "\n{}: {} lines skipped", source.name, skipped.count)?;
+                let at = source
+                    .remote
+                    .as_ref()
+                    .map_or_else(|| source.path.display().to_string(), |r| r.url.clone());
+                // Every protected-name rejection (each one stops the list's
+                // CI); of the rest, the first few.
+                let mut others = 0;
+                for s in &skipped.first {
+                    let is_protected = matches!(s.reason, SkipReason::Protected(_));
+                    if !is_protected {
+                        others += 1;
+                        if others > 5 {
+                            continue;
+                        }
+                    }
+                    let prefix = if is_protected { "ERROR " } else { "" };
+                    if s.text.is_empty() {
+                        writeln!(out, "  {prefix}{at}:{}: {}", s.line, s.reason)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "  {prefix}{at}:{}: {} ({})",
+                            s.line,
+                            s.reason,
+                            Escaped(&s.text)
+                        )?;
+                    }
                 }
-                if parsed.skipped().count > 5 {
-                    writeln!(out, "  … and {} more", parsed.skipped().count - 5)?;
+                let kept = skipped.first.len() as u64;
+                if skipped.count > kept.min(5) && skipped.count > 5 {
+                    writeln!(out, "  … and {} more", skipped.count - kept.min(5))?;
                 }
+                protected += skipped.by_kind[PROTECTED_KIND];
             }
             Ok(_) => {}
-            Err(e) => writeln!(out, "\n{}: ERROR: {e}", source.name)?,
+            Err(e) => {
+                usable = false;
+                writeln!(out, "\n{}: ERROR: {e}", source.name)?;
+            }
         }
+    }
+    if protected > 0 {
+        usable = false;
+        writeln!(
+            out,
+            "\n{protected} block rule(s) reach a protected name (guard.protected: {}); remove them, or allowlist what must stay reachable",
+            config
+                .guard
+                .protected
+                .iter()
+                .map(DomainName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if !config.lists.iter().any(|l| l.category.is_some()) {
+        writeln!(
+            out,
+            "\nWARNING: no blocklist is configured (lists:); sinkhole will forward every name"
+        )?;
     }
     writeln!(
         out,
@@ -426,6 +515,56 @@ pub fn check(config: &Config, out: &mut impl std::io::Write) -> std::io::Result<
         }
     )?;
     Ok(usable)
+}
+
+/// Index of "protected" in `SkipReason::KINDS`.
+const PROTECTED_KIND: usize = 4;
+
+/// Each list as `check` sees it, and where it came from: local files as
+/// they are; remote lists fetched once now, else their copy in `state_dir`.
+fn check_lists(config: &Config) -> Vec<Result<(ParsedList, &'static str), ListError>> {
+    let remote = config.lists.iter().any(|l| l.remote.is_some());
+    let fetcher = if remote {
+        match Fetcher::new(config.tls_ca.as_deref()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the HTTPS client");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok();
+    config
+        .lists
+        .iter()
+        .map(|source| {
+            let Some(r) = &source.remote else {
+                return reload::check_file(config, source).map(|p| (p, "file"));
+            };
+            let fetched = match (&fetcher, &runtime) {
+                (Some(f), Some(rt)) => Some(rt.block_on(reload::check_download(config, source, f))),
+                _ => None,
+            };
+            match fetched {
+                Some(Ok(p)) => Ok((p, "url")),
+                Some(Err(e)) => match reload::check_file(config, source) {
+                    // The server is down but the copy is good: usable,
+                    // as the server would start with it.
+                    Ok(p) => {
+                        eprintln!("warning: {}: {e}; checked the copy in state_dir", r.url);
+                        Ok((p, "disk"))
+                    }
+                    Err(_) => Err(e),
+                },
+                None => reload::check_file(config, source).map(|p| (p, "disk")),
+            }
+        })
+        .collect()
 }
 
 /// `sinkhole explain`: the decision for one name, offline.

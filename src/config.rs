@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::lists::{Format, FormatChoice};
-use crate::policy::{Action, Alternative, Category};
+use crate::policy::{Action, Alternative, Category, DomainName};
 
 /// The configuration `serve` runs when there is no `./sinkhole.yaml`: the
 /// repository's own file, with paths relative to the working directory.
@@ -137,11 +137,65 @@ pub struct BlockSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListSource {
     pub name: String,
-    /// Resolved against the config file's directory.
+    /// The file that is read: the list itself (resolved against the config
+    /// file's directory), or for a `url:` list its last good copy in
+    /// `state_dir`.
     pub path: PathBuf,
     /// `None` for allowlists.
     pub category: Option<String>,
     pub format: FormatChoice,
+    /// Set for `url:` lists.
+    pub remote: Option<Remote>,
+    /// The minisign public key (its base64 line) the list's detached
+    /// signature must verify against (`signature: minisign`).
+    pub public_key: Option<String>,
+}
+
+impl ListSource {
+    /// Where the list's detached signature lives beside its file.
+    pub fn signature_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".minisig");
+        PathBuf::from(p)
+    }
+}
+
+/// A list downloaded from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// `https://…`, or `http://…` when the configuration says so.
+    pub url: String,
+    /// How often it is fetched again (a conditional request).
+    pub refresh: Duration,
+}
+
+impl Remote {
+    /// Where the detached signature is published beside the list.
+    pub fn signature_url(&self) -> String {
+        format!("{}.minisig", self.url)
+    }
+}
+
+/// The guard rails every list passes before it is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// A list that would lose more than this percentage of its rules
+    /// against the version in service is kept at that version.
+    pub max_shrink_percent: u8,
+    /// Names no block rule may reach.
+    pub protected: Vec<DomainName>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            max_shrink_percent: 50,
+            protected: ["nhs.uk", "nhs.net"]
+                .iter()
+                .filter_map(|n| DomainName::parse(n).ok())
+                .collect(),
+        }
+    }
 }
 
 /// A validated configuration.
@@ -160,6 +214,11 @@ pub struct Config {
     pub blockpage: BlockPage,
     pub log: LogSettings,
     pub stats: StatsSettings,
+    /// The last good copy of every remote list.
+    pub state_dir: PathBuf,
+    /// Extra trusted roots (PEM) for `https://` list servers.
+    pub tls_ca: Option<PathBuf>,
+    pub guard: Guard,
 }
 
 impl Config {
@@ -223,6 +282,43 @@ impl Validator<'_> {
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let default_action = raw.block.action.unwrap_or(Action::Nxdomain);
+        let state_dir = self.base.join(raw.state_dir.as_deref().unwrap_or("state"));
+        let tls_ca = match &raw.tls_ca {
+            None => None,
+            Some(ca) => {
+                let path = self.base.join(ca);
+                if !path.is_file() {
+                    return Err(self.error_at(
+                        "tls_ca",
+                        ca,
+                        format!(
+                            "tls_ca: file {} does not exist or is not a regular file",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        let guard = Guard {
+            max_shrink_percent: raw.guard.max_shrink.map_or(50, |p| p.0),
+            protected: match raw.guard.protected {
+                None => Guard::default().protected,
+                Some(names) => {
+                    let mut out = Vec::with_capacity(names.len());
+                    for n in names {
+                        out.push(DomainName::parse(&n).map_err(|e| {
+                            self.error_at(
+                                "protected",
+                                &n,
+                                format!("guard.protected: {n:?} is not a domain name: {e}"),
+                            )
+                        })?);
+                    }
+                    out
+                }
+            },
+        };
 
         let mut servers = Vec::new();
         for s in &raw.upstream.servers {
@@ -271,14 +367,41 @@ impl Validator<'_> {
                 ));
             }
             names.push(&l.name);
-            let path = match (&l.path, &l.url) {
-                (Some(p), None) => self.base.join(p),
+            let (path, remote) = match (&l.path, &l.url) {
+                (Some(p), None) => {
+                    let path = self.base.join(p);
+                    if !path.is_file() {
+                        return Err(self.error_at(
+                            "path",
+                            p,
+                            format!(
+                                "list {:?}: file {} does not exist or is not a regular file",
+                                l.name,
+                                path.display()
+                            ),
+                        ));
+                    }
+                    if let Some(r) = &l.refresh {
+                        return Err(self.error_at(
+                            "refresh",
+                            &r.1,
+                            format!("list {:?}: refresh is for url: lists; a path: list is reloaded as soon as its file changes", l.name),
+                        ));
+                    }
+                    (path, None)
+                }
                 (None, Some(u)) => {
-                    return Err(self.error_at(
-                        "url",
-                        u,
-                        format!("list {:?}: url lists are not supported yet; download the file and use path:", l.name),
-                    ));
+                    let url = check_list_url(u).map_err(|why| {
+                        self.error_at("url", u, format!("list {:?}: {why}", l.name))
+                    })?;
+                    let refresh = l
+                        .refresh
+                        .as_ref()
+                        .map_or(Duration::from_secs(3600), |r| r.0);
+                    (
+                        state_dir.join(state_file_name(&l.name)),
+                        Some(Remote { url, refresh }),
+                    )
                 }
                 (Some(_), Some(_)) => {
                     return Err(self.error_at(
@@ -291,22 +414,30 @@ impl Validator<'_> {
                     return Err(self.error_at(
                         "name",
                         &l.name,
-                        format!("list {:?} needs a path", l.name),
+                        format!("list {:?} needs a path: or a url:", l.name),
                     ));
                 }
             };
-            if !path.is_file() {
-                let shown = l.path.as_deref().unwrap_or_default();
-                return Err(self.error_at(
-                    "path",
-                    shown,
-                    format!(
-                        "list {:?}: file {} does not exist or is not a file",
-                        l.name,
-                        path.display()
-                    ),
-                ));
-            }
+            let public_key = match (&l.signature, &l.public_key) {
+                (None, None) => None,
+                (Some(_), Some(key)) => Some(check_public_key(key).map_err(|why| {
+                    self.error_at("public_key", key, format!("list {:?}: {why}", l.name))
+                })?),
+                (Some(_), None) => {
+                    return Err(self.error_at(
+                        "signature",
+                        "minisign",
+                        format!("list {:?}: signature: minisign needs public_key, the minisign public key the list is signed for (the RW… line of its .pub file)", l.name),
+                    ));
+                }
+                (None, Some(key)) => {
+                    return Err(self.error_at(
+                        "public_key",
+                        key,
+                        format!("list {:?}: public_key is set but signature is not; add signature: minisign", l.name),
+                    ));
+                }
+            };
             let format = match l.format {
                 FormatSpec::Auto => FormatChoice::Auto,
                 FormatSpec::Fixed(f) => FormatChoice::Fixed(f),
@@ -350,6 +481,8 @@ impl Validator<'_> {
                 path,
                 category,
                 format,
+                remote,
+                public_key,
             });
         }
 
@@ -463,6 +596,9 @@ impl Validator<'_> {
             block,
             categories,
             lists,
+            state_dir,
+            tls_ca,
+            guard,
         })
     }
 }
@@ -544,6 +680,17 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     stats: RawStats,
+    state_dir: Option<String>,
+    tls_ca: Option<String>,
+    #[serde(default)]
+    guard: RawGuard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    max_shrink: Option<Percent>,
+    protected: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -715,6 +862,111 @@ struct RawList {
     url: Option<String>,
     #[serde(default)]
     format: FormatSpec,
+    refresh: Option<WrittenDuration>,
+    signature: Option<SignatureSpec>,
+    public_key: Option<String>,
+}
+
+/// A list's URL: `https://`, or `http://` only when written so; a host, and
+/// nothing a request line could be confused by.
+fn check_list_url(u: &str) -> Result<String, String> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| format!("{u:?} is not a list URL; expected https://host/path (or http:// when the server has no TLS)"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{u:?} is not a usable list URL; expected https://host/path with no spaces"
+        ));
+    }
+    Ok(u.to_owned())
+}
+
+/// A minisign public key: the base64 line of a `.pub` file (its comment
+/// line may be pasted too).
+fn check_public_key(key: &str) -> Result<String, String> {
+    let line = key
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap_or("");
+    minisign_verify::PublicKey::from_base64(line)
+        .map(|_| line.to_owned())
+        .map_err(|_| {
+            "public_key is not a minisign public key; expected the base64 line of the .pub file (it starts with RW)".to_owned()
+        })
+}
+
+/// The file name of a remote list's copy in `state_dir`: its name, with
+/// anything but letters, digits, `-`, `_` and `.` replaced, and a hash of
+/// the name when that changed it (two names must never share a copy).
+pub fn state_file_name(list: &str) -> String {
+    let clean: String = list
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == list && !list.is_empty() {
+        format!("{clean}.list")
+    } else {
+        // FNV-1a: stable across versions and machines, which a state
+        // directory outliving the binary needs.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in list.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{clean}-{h:016x}.list")
+    }
+}
+
+/// A share of a list's rules: `"50%"`, or a bare number of percent.
+#[derive(Debug, Clone, Copy)]
+struct Percent(u8);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn check<E: de::Error>(n: u64, shown: &str) -> Result<Percent, E> {
+            u8::try_from(n)
+                .ok()
+                .filter(|n| *n <= 100)
+                .map(Percent)
+                .ok_or_else(|| E::custom(format!("{shown} is not a percentage from 0% to 100%")))
+        }
+        impl Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage like \"50%\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Percent, E> {
+                check(n, &n.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Percent, E> {
+                check(u64::try_from(n).unwrap_or(u64::MAX), &n.to_string())
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Percent, E> {
+                let n = s
+                    .trim()
+                    .strip_suffix('%')
+                    .unwrap_or(s)
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "{s:?} is not a percentage; expected a whole number and %, like \"50%\""
+                        ))
+                    })?;
+                check(n, &format!("{s:?}"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Implements `Deserialize` from a string through a visitor, so a parse
@@ -775,6 +1027,28 @@ from_str_visitor!(DurationSpec, "a duration like \"500ms\" or \"2s\"", |s| {
         .filter(|d| !d.is_zero())
         .map(DurationSpec)
         .ok_or_else(|| format!("{s:?} is not a duration; expected a positive number with a unit: ms, s, m or h (e.g. \"500ms\", \"2s\")"))
+});
+
+#[derive(Debug, Clone, Copy)]
+struct SignatureSpec;
+
+from_str_visitor!(SignatureSpec, "minisign", |s| {
+    if s == "minisign" {
+        Ok(SignatureSpec)
+    } else {
+        Err(format!("unknown signature scheme {s:?}; expected minisign"))
+    }
+});
+
+/// A duration that remembers how it was written, to locate later errors.
+#[derive(Debug, Clone)]
+struct WrittenDuration(Duration, String);
+
+from_str_visitor!(WrittenDuration, "a duration like \"1h\"", |s| {
+    parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .map(|d| WrittenDuration(d, s.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not a duration; expected a positive number with a unit: ms, s, m or h (e.g. \"30m\", \"1h\")"))
 });
 
 fn parse_duration(s: &str) -> Option<Duration> {

@@ -10,7 +10,10 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 
-use crate::dns::record::{AttemptResult, CacheLookup, Outcome, QueryRecord, UpstreamAttempt};
+use crate::dns::record::{
+    AttemptResult, CacheLookup, Decided, Outcome, QueryRecord, UpstreamAttempt,
+};
+use crate::lists::SkipReason;
 use crate::policy::ListId;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,6 +66,18 @@ struct ListLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectedLabels {
+    list: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    list: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -109,6 +124,10 @@ impl BlockPageResult {
 pub struct ListLabels<'a> {
     pub name: &'a str,
     pub category: Option<&'a str>,
+    /// The category's action is `monitor`.
+    pub monitor: bool,
+    /// Downloaded from a URL.
+    pub remote: bool,
 }
 
 /// Per-list handles, indexed by `ListId`.
@@ -116,9 +135,18 @@ struct ListHandles {
     /// Detached for allowlists: they block nothing, and an always-zero
     /// series would only confuse.
     blocked: Counter,
+    /// Matches of a monitored (`action: monitor`) list; detached likewise.
+    monitored: Counter,
     rules: Gauge,
     reloaded: Gauge<f64, AtomicU64>,
+    /// Rejected rules, by `SkipReason::KINDS`.
+    rejected: Vec<Counter>,
+    /// Downloads, by `FETCH_RESULTS` (detached for local lists).
+    fetches: [Counter; 3],
 }
+
+/// The `result` label of `sinkhole_list_fetches_total`.
+const FETCH_RESULTS: [&str; 3] = ["ok", "not_modified", "error"];
 
 pub struct Metrics {
     registry: Registry,
@@ -130,6 +158,7 @@ pub struct Metrics {
     /// hit, miss, stale.
     cache_lookups: [Counter; 3],
     reloads: [Counter; 2],
+    builds: Counter,
     blockpage: [Counter; 3],
     log_dropped: Counter,
 }
@@ -173,6 +202,9 @@ impl Metrics {
         );
 
         let blocked = Family::<BlockedLabels, Counter>::default();
+        let monitored = Family::<BlockedLabels, Counter>::default();
+        let rejected = Family::<RejectedLabels, Counter>::default();
+        let fetches = Family::<FetchLabels, Counter>::default();
         let list_rules = Family::<ListLabel, Gauge>::default();
         let list_reloaded = Family::<ListLabel, Gauge<f64, AtomicU64>>::default();
         let lists = lists
@@ -189,6 +221,32 @@ impl Metrics {
                         }),
                         None => Counter::default(),
                     },
+                    monitored: match (l.category, l.monitor) {
+                        (Some(category), true) => monitored.get_or_create_owned(&BlockedLabels {
+                            category: category.to_owned(),
+                            list: l.name.to_owned(),
+                        }),
+                        _ => Counter::default(),
+                    },
+                    rejected: SkipReason::KINDS
+                        .iter()
+                        .map(|reason| {
+                            rejected.get_or_create_owned(&RejectedLabels {
+                                list: l.name.to_owned(),
+                                reason,
+                            })
+                        })
+                        .collect(),
+                    fetches: FETCH_RESULTS.map(|result| {
+                        if l.remote {
+                            fetches.get_or_create_owned(&FetchLabels {
+                                list: l.name.to_owned(),
+                                result,
+                            })
+                        } else {
+                            Counter::default()
+                        }
+                    }),
                     rules: list_rules.get_or_create_owned(&label),
                     reloaded: list_reloaded.get_or_create_owned(&label),
                 }
@@ -275,6 +333,16 @@ impl Metrics {
         );
 
         registry.register(
+            "sinkhole_monitored",
+            "Queries a monitored list (action: monitor) would have blocked, by category and list",
+            monitored,
+        );
+        registry.register(
+            "sinkhole_list_rejected_rules",
+            "List lines rejected when a list was read, by list and reason (protected: a block rule reaching guard.protected)",
+            rejected,
+        );
+        registry.register(
             "sinkhole_list_rules",
             "Rules in service, per list",
             list_rules,
@@ -294,6 +362,17 @@ impl Metrics {
             "sinkhole_reloads",
             "List reloads, by result",
             reloads_family,
+        );
+        let builds = Counter::default();
+        registry.register(
+            "sinkhole_policy_builds",
+            "Policies built and swapped in (a reload that changes nothing builds none)",
+            builds.clone(),
+        );
+        registry.register(
+            "sinkhole_list_fetches",
+            "Downloads of url: lists, by list and result (not_modified: a 304, nothing rebuilt)",
+            fetches,
         );
 
         let build_info = Family::<VersionLabel, Gauge>::default();
@@ -317,6 +396,7 @@ impl Metrics {
             cache_entries,
             cache_lookups,
             reloads,
+            builds,
             blockpage,
             log_dropped,
         }
@@ -328,10 +408,18 @@ impl Metrics {
         let i = r.outcome as usize;
         self.queries[i].inc();
         self.durations[i].observe(r.duration.as_secs_f64());
-        if let crate::dns::record::Decided::Blocked { rule, .. } = r.decided
-            && let Some(l) = self.lists.get(usize::from(rule.list.0))
-        {
-            l.blocked.inc();
+        match r.decided {
+            Decided::Blocked { rule, .. } => {
+                if let Some(l) = self.lists.get(usize::from(rule.list.0)) {
+                    l.blocked.inc();
+                }
+            }
+            Decided::Monitored { rule, .. } => {
+                if let Some(l) = self.lists.get(usize::from(rule.list.0)) {
+                    l.monitored.inc();
+                }
+            }
+            _ => {}
         }
         match r.cache {
             CacheLookup::NotAsked => {}
@@ -373,6 +461,32 @@ impl Metrics {
         }
     }
 
+    /// Lines a list's read rejected, by `SkipReason::KINDS`.
+    pub fn list_rejected(&self, list: ListId, by_kind: &[u64]) {
+        if let Some(l) = self.lists.get(usize::from(list.0)) {
+            for (c, n) in l.rejected.iter().zip(by_kind) {
+                if *n > 0 {
+                    c.inc_by(*n);
+                }
+            }
+        }
+    }
+
+    /// A download of a `url:` list, by result (`FETCH_RESULTS`).
+    pub fn list_fetched(&self, list: ListId, result: &str) {
+        if let (Some(l), Some(i)) = (
+            self.lists.get(usize::from(list.0)),
+            FETCH_RESULTS.iter().position(|r| *r == result),
+        ) {
+            l.fetches[i].inc();
+        }
+    }
+
+    /// A new policy was built and swapped in.
+    pub fn policy_built(&self) {
+        self.builds.inc();
+    }
+
     pub fn reload_done(&self, ok: bool) {
         self.reloads[usize::from(!ok)].inc();
     }
@@ -402,10 +516,14 @@ mod tests {
             ListLabels {
                 name: "list",
                 category: Some("ads"),
+                monitor: false,
+                remote: false,
             },
             ListLabels {
                 name: "ok",
                 category: None,
+                monitor: false,
+                remote: false,
             },
         ];
         let m = Metrics::new(&["127.0.0.1:53".parse().unwrap()], &lists);

@@ -25,6 +25,15 @@ pub enum Verdict<'p> {
     Pass(Decided),
 }
 
+/// A monitored list's match, asked only when some list is monitored.
+fn monitored(policy: &Policy, q: &Query<'_>, allowed_depth: usize) -> Option<Decided> {
+    let m = policy.monitored(q.labels().from_top(), allowed_depth)?;
+    Some(Decided::Monitored {
+        rule: rule_ref(&m.hit),
+        category: m.category_id,
+    })
+}
+
 fn rule_ref(hit: &RuleHit<'_>) -> RuleRef {
     RuleRef {
         list: hit.list_id,
@@ -49,7 +58,13 @@ impl PolicyStage {
     #[inline]
     pub fn check<'p>(&self, policy: &'p Policy, q: &Query<'_>) -> Verdict<'p> {
         match policy.decide(q.labels().from_top()) {
+            Decision::Forward if policy.monitors() => {
+                Verdict::Pass(monitored(policy, q, 0).unwrap_or(Decided::Unlisted))
+            }
             Decision::Forward => Verdict::Pass(Decided::Unlisted),
+            Decision::Allow(hit) if policy.monitors() => Verdict::Pass(
+                monitored(policy, q, hit.depth).unwrap_or(Decided::Allowed(rule_ref(&hit))),
+            ),
             Decision::Allow(hit) => Verdict::Pass(Decided::Allowed(rule_ref(&hit))),
             Decision::Block {
                 hit,

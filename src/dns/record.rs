@@ -75,6 +75,9 @@ pub enum Decided {
         category: CategoryId,
         action: Action,
     },
+    /// Nothing enforcing blocked it, but a monitored list (`action:
+    /// monitor`) would have: answered as unlisted, counted and logged.
+    Monitored { rule: RuleRef, category: CategoryId },
 }
 
 /// What the cache said, if it was asked.

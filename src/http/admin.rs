@@ -17,14 +17,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dns::pipeline::Pipeline;
 use crate::metrics::Metrics;
+use crate::observe::clock::Utc;
 use crate::observe::stats::Stats;
 use crate::policy::DomainName;
 use crate::policy::explain::Explanation;
+use crate::reload::trigger::{Reloads, Which};
 use crate::reload::{ListStatus, Reloader};
 
 #[derive(Clone)]
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
+    /// Where `POST /reload` asks (the one reload path).
+    pub reloads: Reloads,
     pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
     /// The counts behind `/stats`.
@@ -71,29 +75,40 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// One list in `/readyz` and `/reload` (SPEC "Status").
 #[derive(Serialize)]
 struct ListReport {
     name: String,
+    /// ok, kept or missing.
     status: &'static str,
     rules: usize,
-    skipped: u64,
-    format: Option<&'static str>,
+    /// file, url or disk; absent while the list has no version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// RFC 3339 time the version in service was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated: Option<String>,
+    skipped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
 }
 
 impl From<&ListStatus> for ListReport {
     fn from(l: &ListStatus) -> Self {
         Self {
             name: l.name.clone(),
-            status: if l.kept_because.is_some() {
-                "kept"
-            } else {
-                "ok"
-            },
+            status: l.health.as_str(),
             rules: l.rules,
+            source: l.source.map(|s| s.as_str()),
+            error: l.health.error().map(str::to_owned),
+            updated: l.updated.map(|t| Utc::from(t).rfc3339()),
             skipped: l.skipped.count,
             format: l.format.map(|f| f.as_str()),
-            error: l.kept_because.clone(),
+            url: l.url.clone(),
         }
     }
 }
@@ -104,8 +119,10 @@ struct Readiness {
     lists: Vec<ListReport>,
 }
 
+/// Ready once the DNS listeners are up and every list has a version (a
+/// remote list never fetched keeps it at 503, while DNS already answers).
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let ready = s.ready.load(Ordering::Acquire);
+    let ready = s.ready.load(Ordering::Acquire) && s.reloader.complete();
     let lists = s.reloader.statuses().iter().map(ListReport::from).collect();
     let code = if ready {
         StatusCode::OK
@@ -121,10 +138,35 @@ struct ReloadReport {
     lists: Vec<ListReport>,
 }
 
-async fn reload(State(s): State<AdminState>) -> Response {
-    let reloader = s.reloader.clone();
-    let Ok(lists) = tokio::task::spawn_blocking(move || reloader.reload()).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "reload task failed\n").into_response();
+#[derive(Deserialize)]
+struct ReloadParams {
+    force: Option<String>,
+}
+
+/// `POST /reload[?force=true]`: every list now, through the one reload
+/// path; concurrent calls share a rebuild. 200 when every list is ok, 422
+/// when any was kept (or is missing), naming it and why.
+async fn reload(
+    State(s): State<AdminState>,
+    params: Result<Query<ReloadParams>, QueryRejection>,
+) -> Response {
+    let bad = |msg: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(ErrorBody { error: msg.into() }),
+        )
+            .into_response()
+    };
+    let force = match params {
+        Err(_) => return bad("query string must be empty or force=true"),
+        Ok(Query(p)) => match p.force.as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1" | "") => true,
+            Some(_) => return bad("force must be true or false"),
+        },
+    };
+    let Some(lists) = s.reloads.reload(Which::All, force).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let lists: Vec<ListReport> = lists.iter().map(ListReport::from).collect();
     let ok = lists.iter().all(|l| l.error.is_none());

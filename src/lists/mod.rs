@@ -7,8 +7,11 @@
 pub mod adblock;
 mod detect;
 pub mod domains;
+pub mod guard;
 pub mod hosts;
+pub mod remote;
 pub mod rpz;
+pub mod signature;
 pub mod source;
 pub mod wildcard;
 
@@ -124,7 +127,10 @@ impl fmt::Display for SkipReason {
                 f.write_str("adblock rule DNS cannot express (cosmetic, path or options)")
             }
             SkipReason::UnsupportedTrigger(trigger) => {
-                write!(f, "RPZ trigger {trigger} is not supported (QNAME triggers only)")
+                write!(
+                    f,
+                    "RPZ trigger {trigger} is not supported (QNAME triggers only)"
+                )
             }
             SkipReason::Protected(name) => write!(f, "blocks protected name {name}"),
             SkipReason::Unrecognised(what) => f.write_str(what),
@@ -239,6 +245,57 @@ impl ParsedList {
     pub fn add_local(&mut self, records: Vec<LocalRecord>) -> LocalId {
         self.local.push(records);
         LocalId((self.local.len() - 1) as u32)
+    }
+
+    /// Removes every rule `reject` gives a reason for, recording each as a
+    /// skipped line (its text: the rule's name). The guard rails use this
+    /// after parsing, so no parser needs to know them.
+    pub fn reject_rules(&mut self, mut reject: impl FnMut(&Rule<'_>) -> Option<SkipReason>) {
+        let mut rejected: Vec<(usize, u32, String, SkipReason)> = Vec::new();
+        for (i, rule) in self.rules().enumerate() {
+            if let Some(reason) = reject(&rule) {
+                rejected.push((i, rule.line, rule.name.to_owned(), reason));
+            }
+        }
+        if rejected.is_empty() {
+            return;
+        }
+        let mut names = String::with_capacity(self.names.len());
+        let mut rules = Vec::with_capacity(self.rules.len() - rejected.len());
+        let mut actions = Vec::with_capacity(self.actions.len());
+        let mut old_actions = self.actions.iter().peekable();
+        let mut gone = rejected.iter().map(|r| r.0).peekable();
+        let mut start = 0usize;
+        for (i, r) in self.rules.iter().enumerate() {
+            let end = r.end as usize;
+            let action = old_actions
+                .next_if(|(at, _)| *at as usize == i)
+                .map(|(_, a)| *a);
+            if gone.next_if_eq(&i).is_none() {
+                names.push_str(&self.names[start..end]);
+                if let Some(a) = action {
+                    actions.push((rules.len() as u32, a));
+                }
+                rules.push(PackedRule {
+                    end: names.len() as u32,
+                    ..*r
+                });
+            }
+            start = end;
+        }
+        self.names = names;
+        self.rules = rules;
+        self.actions = actions;
+        for (_, line, name, reason) in rejected {
+            self.skip(line, &name, reason);
+        }
+        self.skipped.first.sort_by_key(|s| s.line);
+    }
+
+    /// Orders the kept skipped lines by line number (after lines were
+    /// skipped out of order, e.g. by the decoder).
+    pub fn sort_skipped(&mut self) {
+        self.skipped.first.sort_by_key(|s| s.line);
     }
 
     /// Records a line the format cannot use.

@@ -33,6 +33,7 @@ use crate::config::{LogQueries, LogSettings};
 use crate::dns::mnemonic;
 use crate::dns::record::{Decided, Outcome, QueryRecord, name_text_into};
 use crate::dns::wire::MAX_NAME_LEN;
+use crate::policy::Action;
 
 /// Events the queue holds before it drops (about 4.5 MiB of them).
 pub const QUEUE: usize = 16_384;
@@ -125,9 +126,12 @@ impl AuditLog {
     #[inline]
     pub fn query(&self, r: &QueryRecord<'_>) {
         let blocked = matches!(r.decided, Decided::Blocked { .. });
+        // A monitored match is logged as a blocked one would be: that is
+        // what the IG team's trial is for.
+        let monitored = matches!(r.decided, Decided::Monitored { .. });
         let line = match self.queries {
             LogQueries::All => true,
-            LogQueries::Blocked => blocked,
+            LogQueries::Blocked => blocked || monitored,
             LogQueries::None => false,
         };
         if line || blocked {
@@ -298,6 +302,7 @@ impl Writer {
         l.push_str("\",\"event\":");
         l.push_str(match q.decided {
             Decided::Blocked { .. } => "\"blocked\"",
+            Decided::Monitored { .. } => "\"monitored\"",
             _ => "\"query\"",
         });
         if let Some(c) = client {
@@ -309,12 +314,16 @@ impl Writer {
         l.push_str(",\"qtype\":\"");
         l.push_str(&mnemonic::qtype(q.qtype));
         l.push('"');
-        if let Decided::Blocked {
-            rule,
-            category,
-            action,
-        } = q.decided
-        {
+        let matched = match q.decided {
+            Decided::Blocked {
+                rule,
+                category,
+                action,
+            } => Some((rule, category, action)),
+            Decided::Monitored { rule, category } => Some((rule, category, Action::Monitor)),
+            _ => None,
+        };
+        if let Some((rule, category, action)) = matched {
             l.push_str(",\"action\":\"");
             l.push_str(action.as_str());
             l.push_str("\",\"category\":");

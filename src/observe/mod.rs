@@ -54,6 +54,7 @@ fn log_query(r: &QueryRecord<'_>) {
         Decided::Unlisted => ("unlisted", None, None),
         Decided::Allowed(rule) => ("allowed", Some(rule.list.0), Some(rule.rule)),
         Decided::Blocked { rule, .. } => ("blocked", Some(rule.list.0), Some(rule.rule)),
+        Decided::Monitored { rule, .. } => ("monitored", Some(rule.list.0), Some(rule.rule)),
     };
     tracing::debug!(
         target: "sinkhole::query",

@@ -3,12 +3,14 @@
 
 use serde::Serialize;
 
-use super::{Decision, DomainName, Policy, Verdict};
+use super::{Decision, DomainName, Policy};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Explanation {
     pub name: String,
-    /// `block`, `allow` (an allow rule matched) or `forward` (nothing did).
+    /// `block`, `allow` (an allow rule matched), `monitor` (a monitored
+    /// list would block it; it is answered as unlisted) or `forward`
+    /// (nothing matched).
     pub verdict: &'static str,
     pub action: Option<&'static str>,
     /// The rule as it would be written: `zoom.us` or `*.zoom.us`.
@@ -40,25 +42,46 @@ impl Explanation {
             alternatives: Vec::new(),
             client,
         };
-        let (hit, verdict) = match policy.decide_name(name) {
-            Decision::Forward => return e,
-            Decision::Allow(hit) => (hit, Verdict::Allow),
-            Decision::Block { hit, category, .. } => {
-                e.action = Some(category.action.as_str());
-                e.category = Some(category.name.clone());
-                e.reason = category.reason.clone();
-                e.alternatives = category
-                    .alternatives
-                    .iter()
-                    .map(|a| a.name.clone())
-                    .collect();
-                (hit, Verdict::Block)
+        let decision = policy.decide_name(name);
+        let allowed_depth = match decision {
+            Decision::Allow(hit) => hit.depth,
+            _ => 0,
+        };
+        let monitored = match decision {
+            Decision::Block { .. } => None,
+            _ => policy.monitored(name.labels().rev(), allowed_depth),
+        };
+        let mut describe = |category: &super::Category, action: super::Action| {
+            e.action = Some(action.as_str());
+            e.category = Some(category.name.clone());
+            e.reason = category.reason.clone();
+            e.alternatives = category
+                .alternatives
+                .iter()
+                .map(|a| a.name.clone())
+                .collect();
+        };
+        let (hit, verdict) = match (decision, monitored) {
+            (_, Some(m)) => {
+                describe(m.category, super::Action::Monitor);
+                (m.hit, "monitor")
+            }
+            (Decision::Forward, None) => return e,
+            (Decision::Allow(hit), None) => (hit, "allow"),
+            (
+                Decision::Block {
+                    hit,
+                    category,
+                    action,
+                    ..
+                },
+                None,
+            ) => {
+                describe(category, action);
+                (hit, "block")
             }
         };
-        e.verdict = match verdict {
-            Verdict::Block => "block",
-            Verdict::Allow => "allow",
-        };
+        e.verdict = verdict;
         e.rule = Some(hit.rule_text(name));
         e.list = Some(hit.list.name.clone());
         e.path = Some(hit.list.path.display().to_string());
@@ -79,6 +102,10 @@ impl Explanation {
             }
             "allow" => s.push_str(&format!(
                 "{}: ALLOWED by an allow rule (forwarded upstream)\n",
+                self.name
+            )),
+            "monitor" => s.push_str(&format!(
+                "{}: MONITORED: a list on trial would block it; answered normally, counted and logged\n",
                 self.name
             )),
             _ => s.push_str(&format!(

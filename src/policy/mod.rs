@@ -186,9 +186,21 @@ pub enum Decision<'p> {
     },
 }
 
+/// A monitored list's rule that matched a name nobody blocked.
+#[derive(Debug, Clone, Copy)]
+pub struct Monitored<'p> {
+    pub hit: RuleHit<'p>,
+    pub category_id: CategoryId,
+    pub category: &'p Category,
+}
+
 /// An immutable, shareable snapshot of every list's rules.
 pub struct Policy {
     trie: Trie,
+    /// The rules of monitored lists (`action: monitor`), apart: a trial
+    /// list must never weaken what the enforcing lists decide, so it is
+    /// asked only when they did not block, and only when there is one.
+    monitor: Option<Trie>,
     rules: Vec<RuleInfo>,
     /// A rule's list, from its index.
     owners: Owners,
@@ -255,6 +267,47 @@ impl Policy {
         }
     }
 
+    /// Whether any list is monitored; when none is, the query path asks
+    /// nothing more.
+    #[inline]
+    pub fn monitors(&self) -> bool {
+        self.monitor.is_some()
+    }
+
+    /// The monitored rule that would have blocked a name the enforcing
+    /// lists did not block: a block rule of a monitored list more specific
+    /// than `allowed_depth` (the depth of the allow rule that decided the
+    /// name, 0 when none did; on a tie, allow wins, as in enforcement).
+    pub fn monitored<'a, I>(
+        &self,
+        labels_from_top: I,
+        allowed_depth: usize,
+    ) -> Option<Monitored<'_>>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let m = self.monitor.as_ref()?.lookup(labels_from_top)?;
+        if m.rule.verdict() != Verdict::Block || m.depth <= allowed_depth {
+            return None;
+        }
+        let index = m.rule.index();
+        let list_id = self.owners.owner(index);
+        let list = &self.lists[usize::from(list_id.0)];
+        let category_id = list.category?;
+        Some(Monitored {
+            hit: RuleHit {
+                list_id,
+                list,
+                depth: m.depth,
+                index,
+                below_only: m.rule.is_below_only(),
+                rules: &self.rules,
+            },
+            category_id,
+            category: &self.categories[usize::from(category_id.0)],
+        })
+    }
+
     #[cold]
     fn own_action(&self, index: usize) -> Option<Action> {
         let i = self
@@ -317,7 +370,21 @@ pub fn build<R: RuleSet + ?Sized>(
     if total > RuleRef::MAX_INDEX as usize {
         return Err(PolicyError::TooManyRules);
     }
-    let mut builder = TrieBuilder::with_capacity(total);
+    let category_of = |input: &ListInput<'_, R>| {
+        input
+            .category
+            .and_then(|c| categories.iter().find(|k| k.name == c))
+    };
+    let monitored: usize = lists
+        .iter()
+        .filter(|l| category_of(l).is_some_and(|c| c.action == Action::Monitor))
+        .map(|l| l.rules.rule_count())
+        .sum();
+    let mut builder = TrieBuilder::with_capacity(total - monitored);
+    let mut monitor = lists
+        .iter()
+        .any(|l| category_of(l).is_some_and(|c| c.action == Action::Monitor))
+        .then(|| TrieBuilder::with_capacity(monitored));
     let mut rules = Vec::with_capacity(total);
     let mut own_actions = Vec::new();
     let mut local: Vec<Box<[LocalRecord]>> = Vec::new();
@@ -338,6 +405,8 @@ pub fn build<R: RuleSet + ?Sized>(
                     })?,
             ),
         };
+        let is_monitored = category
+            .is_some_and(|c: CategoryId| categories[usize::from(c.0)].action == Action::Monitor);
         for rule in input.rules.rules() {
             // Allowlists allow, whatever their syntax says.
             let verdict = if category.is_none() {
@@ -353,6 +422,13 @@ pub fn build<R: RuleSet + ?Sized>(
             let mut r = RuleRef::new(index, verdict);
             if rule.scope == Scope::Below {
                 r = r.with_below_only();
+            }
+            if is_monitored {
+                // A trial: whatever the list's own actions, it only counts.
+                if let Some(m) = monitor.as_mut() {
+                    m.insert(rule.name, rule.scope, r);
+                }
+                continue;
             }
             if let (Some(action), Verdict::Block) = (rule.action, verdict) {
                 // Local data moves into the policy's own table.
@@ -376,6 +452,7 @@ pub fn build<R: RuleSet + ?Sized>(
     }
     Ok(Policy {
         trie: builder.build(),
+        monitor: monitor.map(TrieBuilder::build),
         owners: Owners::new(list_starts, rules.len()),
         own_actions,
         local,

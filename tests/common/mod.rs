@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod dns;
 pub mod http;
+pub mod listserver;
 pub mod ports;
 pub mod sinkhole;
 pub mod unbound;

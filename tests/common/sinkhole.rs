@@ -35,7 +35,11 @@ struct ListSpec {
     name: String,
     category: Option<String>,
     format: String,
+    /// `path:`, or with `url` set, nothing.
     path: String,
+    url: Option<String>,
+    /// More keys of the list, as YAML lines (`refresh: 1s`).
+    extra: Vec<String>,
 }
 
 /// A config plus list files in a temp dir. Defaults: cache 1000, timeout 500ms,
@@ -230,6 +234,43 @@ impl Setup {
             category: category.map(Into::into),
             format: format.into(),
             path,
+            url: None,
+            extra: vec![],
+        });
+        self
+    }
+
+    /// A local list with more keys (`signature: minisign`, ...).
+    pub fn list_with(
+        mut self,
+        name: &str,
+        category: Option<&str>,
+        format: &str,
+        contents: &str,
+        extra: &[&str],
+    ) -> Self {
+        self = self.list_fmt(name, category, format, contents);
+        if let Some(l) = self.lists.last_mut() {
+            l.extra = extra.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    /// A blocklist downloaded from `url`, with more keys (`refresh: 1s`).
+    pub fn remote_list(
+        mut self,
+        name: &str,
+        category: Option<&str>,
+        url: &str,
+        extra: &[&str],
+    ) -> Self {
+        self.lists.push(ListSpec {
+            name: name.into(),
+            category: category.map(Into::into),
+            format: "auto".into(),
+            path: String::new(),
+            url: Some(url.into()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         });
         self
     }
@@ -336,7 +377,14 @@ impl Setup {
                 if let Some(c) = &l.category {
                     y += &format!("    category: {}\n", q(c));
                 }
-                y += &format!("    path: {}\n    format: {}\n", q(&l.path), l.format);
+                match &l.url {
+                    Some(u) => y += &format!("    url: {}\n", q(u)),
+                    None => y += &format!("    path: {}\n", q(&l.path)),
+                }
+                y += &format!("    format: {}\n", l.format);
+                for e in &l.extra {
+                    y += &format!("    {e}\n");
+                }
             }
         }
         if !self.allowlists.is_empty() {
@@ -374,7 +422,13 @@ impl Setup {
 
     /// Starts `sinkhole serve` and waits until `/readyz` says 200.
     pub fn serve(self) -> Sinkhole {
-        Sinkhole::start(self)
+        Sinkhole::start(self, "/readyz")
+    }
+
+    /// Starts `sinkhole serve` and waits only for `/healthz` (a server
+    /// that answers DNS but is not ready: a remote list never fetched).
+    pub fn serve_unready(self) -> Sinkhole {
+        Sinkhole::start(self, "/healthz")
     }
 }
 
@@ -395,7 +449,7 @@ pub struct Sinkhole {
 }
 
 impl Sinkhole {
-    fn start(setup: Setup) -> Sinkhole {
+    fn start(setup: Setup, probe: &str) -> Sinkhole {
         let mut failures = String::new();
         for attempt in 0..3 {
             let dns = ports::free_addr();
@@ -420,7 +474,7 @@ impl Sinkhole {
                 .stderr(File::create(&stderr).unwrap())
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-            match wait_ready(&mut child, admin) {
+            match wait_ready(&mut child, admin, probe) {
                 Ok(()) => {
                     return Sinkhole {
                         child,
@@ -528,8 +582,8 @@ fn read_logs(stdout: &Path, stderr: &Path) -> String {
     format!("--- sinkhole stdout ---\n{out}\n--- sinkhole stderr ---\n{err}")
 }
 
-/// Polls `/readyz` until 200. Err((why, exited_early)).
-fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), (String, bool)> {
+/// Polls `probe` (`/readyz`) until 200. Err((why, exited_early)).
+fn wait_ready(child: &mut Child, admin: SocketAddr, probe: &str) -> Result<(), (String, bool)> {
     let start = Instant::now();
     let exited = |child: &mut Child| -> Option<String> {
         child
@@ -542,7 +596,7 @@ fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), (String, bool)
         if let Some(why) = exited(child) {
             return Err((why, true));
         }
-        if let Ok(r) = http::try_get(admin, "/readyz")
+        if let Ok(r) = http::try_get(admin, probe)
             && r.status == 200
         {
             // make sure the 200 came from our process, not another one on that port
@@ -552,7 +606,7 @@ fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), (String, bool)
             return Ok(());
         }
         if start.elapsed() > READY_DEADLINE {
-            return Err((format!("/readyz not 200 within {READY_DEADLINE:?}"), false));
+            return Err((format!("{probe} not 200 within {READY_DEADLINE:?}"), false));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
