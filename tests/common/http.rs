@@ -38,14 +38,31 @@ pub fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     try_request(addr, "GET", path, "")
 }
 
+/// A POST whose answer may take up to `wait` (a reload waiting for a
+/// download's timeout).
+pub fn post_waiting(addr: SocketAddr, path: &str, wait: Duration) -> Response {
+    try_request_within(addr, "POST", path, "", wait)
+        .unwrap_or_else(|e| panic!("POST http://{addr}{path}: {e}"))
+}
+
 pub fn try_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &str,
 ) -> std::io::Result<Response> {
+    try_request_within(addr, method, path, body, Duration::from_secs(10))
+}
+
+fn try_request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    wait: Duration,
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: {}\r\n\r\n{body}",

@@ -183,7 +183,19 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             // Hold the connection open without a byte until the client
             // gives up (its read then fails and so does ours).
             let mut sink = [0u8; 64];
-            while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            let until = std::time::Instant::now() + Duration::from_secs(90);
+            while std::time::Instant::now() < until {
+                match reader.read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
             return;
         }
         let etag_match = route

@@ -514,6 +514,14 @@ impl Sinkhole {
     pub fn dir(&self) -> &Path {
         self.setup.dir()
     }
+
+    /// Stops the server (if it still runs) and hands back its setup, with
+    /// its directory, to start it again.
+    pub fn into_setup(mut self) -> Setup {
+        self.kill();
+        std::mem::take(&mut self.setup)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
