@@ -15,10 +15,13 @@ use super::parse::Query;
 use super::request::Transport;
 use super::wire::{
     CLASS_IN, Edns, FLAG_AD, FLAG_TC, HEADER_LEN, Labels, MAX_MESSAGE_LEN, OPTION_EDE, RCODE_MASK,
-    RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_SOA, bump_count,
-    put_header, put_opt, response_flags,
+    RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA,
+    bump_count, put_header, put_opt, response_flags,
 };
-use crate::policy::Action;
+use crate::policy::{Action, LocalRecord};
+
+/// QTYPE ANY (RFC 8482 lets us answer it with what we have).
+const TYPE_ANY: u16 = 255;
 
 /// Our advertised EDNS payload size, and the cap on what we send over UDP
 /// (the DNS Flag Day 2020 figure: fits any path MTU without fragmentation).
@@ -142,26 +145,7 @@ pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockS
         }
     }
     if soa {
-        let labels = Labels::new(q.qname);
-        let first = labels.len().saturating_sub(b.rule_depth);
-        let owner_at = if first < labels.len() {
-            HEADER_LEN + labels.offset(first)
-        } else {
-            HEADER_LEN + q.qname.len() - 1 // the root, should a rule ever be empty
-        };
-        let owner = [0xC0 | (owner_at >> 8) as u8, owner_at as u8];
-        out.extend_from_slice(&owner);
-        out.extend_from_slice(&TYPE_SOA.to_be_bytes());
-        out.extend_from_slice(&q.qclass.to_be_bytes());
-        out.extend_from_slice(&style.ttl.to_be_bytes());
-        let rdlen = 2 + SOA_RNAME.len() + 20;
-        out.extend_from_slice(&(rdlen as u16).to_be_bytes());
-        out.extend_from_slice(&owner); // MNAME: the zone itself
-        out.extend_from_slice(SOA_RNAME);
-        for field in [1u32, 3600, 600, 86400, style.ttl] {
-            // serial, refresh, retry, expire, minimum
-            out.extend_from_slice(&field.to_be_bytes());
-        }
+        put_soa(out, q, b.rule_depth, style);
     }
     let code = if b.action == Action::Redirect {
         EDE_FORGED_ANSWER
@@ -175,6 +159,99 @@ pub fn blocked(out: &mut Vec<u8>, q: &Query<'_>, b: &Blocked<'_>, style: &BlockS
         b.list.as_bytes(),
     ];
     put_our_opt(out, q.edns, 0, Extra::Ede { code, text: &text });
+}
+
+/// The synthesised SOA of a negative answer: owned by the rule's name
+/// (the query's last `rule_depth` labels), TTL and MINIMUM `block.ttl`.
+fn put_soa(out: &mut Vec<u8>, q: &Query<'_>, rule_depth: usize, style: &BlockStyle) {
+    let labels = Labels::new(q.qname);
+    let first = labels.len().saturating_sub(rule_depth);
+    let owner_at = if first < labels.len() {
+        HEADER_LEN + labels.offset(first)
+    } else {
+        HEADER_LEN + q.qname.len() - 1 // the root, should a rule ever be empty
+    };
+    let owner = [0xC0 | (owner_at >> 8) as u8, owner_at as u8];
+    out.extend_from_slice(&owner);
+    out.extend_from_slice(&TYPE_SOA.to_be_bytes());
+    out.extend_from_slice(&q.qclass.to_be_bytes());
+    out.extend_from_slice(&style.ttl.to_be_bytes());
+    let rdlen = 2 + SOA_RNAME.len() + 20;
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    out.extend_from_slice(&owner); // MNAME: the zone itself
+    out.extend_from_slice(SOA_RNAME);
+    for field in [1u32, 3600, 600, 86400, style.ttl] {
+        // serial, refresh, retry, expire, minimum
+        out.extend_from_slice(&field.to_be_bytes());
+    }
+}
+
+/// RPZ local data (SPEC "RPZ"): the records of the rule's name that the
+/// query asks for, as the zone gave them, with `block.ttl` and EDE 4
+/// (Forged Answer). A CNAME answers every type (the pipeline then resolves
+/// its target); a name with no record of the type gets NODATA and the SOA.
+pub fn local(
+    out: &mut Vec<u8>,
+    q: &Query<'_>,
+    records: &[LocalRecord],
+    b: &Blocked<'_>,
+    style: &BlockStyle,
+) {
+    out.clear();
+    let cname = records.iter().find(|r| r.rtype == TYPE_CNAME);
+    let wanted = |r: &&LocalRecord| match cname {
+        Some(c) => std::ptr::eq(*r, c),
+        None => q.qclass == CLASS_IN && (r.rtype == q.qtype || q.qtype == TYPE_ANY),
+    };
+    let count = records
+        .iter()
+        .filter(wanted)
+        .count()
+        .min(usize::from(u16::MAX));
+    let soa = count == 0;
+    put_header(
+        out,
+        q.id,
+        response_flags(q.flags, RCODE_NOERROR),
+        [1, count as u16, u16::from(soa), 0],
+    );
+    out.extend_from_slice(q.question);
+    for r in records.iter().filter(wanted) {
+        out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
+        out.extend_from_slice(&r.rtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&style.ttl.to_be_bytes());
+        out.extend_from_slice(&(r.rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&r.rdata);
+    }
+    if soa {
+        put_soa(out, q, b.rule_depth, style);
+    }
+    let text: [&[u8]; 4] = [
+        b"local data: category ",
+        b.category.as_bytes(),
+        b", list ",
+        b.list.as_bytes(),
+    ];
+    put_our_opt(
+        out,
+        q.edns,
+        0,
+        Extra::Ede {
+            code: EDE_FORGED_ANSWER,
+            text: &text,
+        },
+    );
+}
+
+/// RPZ's `rpz-tcp-only.` over UDP: an empty answer with TC=1, so the
+/// client asks again over TCP (where the name is resolved as usual).
+pub fn tcp_only(out: &mut Vec<u8>, q: &Query<'_>) {
+    out.clear();
+    let flags = response_flags(q.flags, RCODE_NOERROR) | FLAG_TC;
+    put_header(out, q.id, flags, [1, 0, 0, 0]);
+    out.extend_from_slice(q.question);
+    put_our_opt(out, q.edns, 0, Extra::None);
 }
 
 /// An upstream's answer, as validated (fresh) or stored (cached).

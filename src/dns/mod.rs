@@ -9,6 +9,7 @@
 pub mod access;
 pub mod answers;
 pub mod cache;
+pub mod chase;
 pub mod listen;
 pub mod mnemonic;
 pub mod parse;

@@ -30,17 +30,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::access::{Access, Admission};
-use super::answers::{self, BlockStyle, EDE_NO_REACHABLE_AUTHORITY, EDE_NOT_AUTHORITATIVE, Extra};
+use super::answers::{
+    self, BlockStyle, EDE_BLOCKED, EDE_FORGED_ANSWER, EDE_NO_REACHABLE_AUTHORITY,
+    EDE_NOT_AUTHORITATIVE, Extra,
+};
 use super::cache::{Cache, Key};
+use super::chase;
 use super::parse::{self, Query, RejectKind, Rejection};
 use super::policy::{PolicyStage, Verdict};
 use super::record::{CacheLookup, Decided, Observe, Outcome, QueryRecord};
-use super::request::Request;
-use super::upstream::{Finished, HeldQuery};
+use super::request::{Request, Transport};
+use super::upstream::{Chased, Finished, HeldQuery};
 use super::wire::{
     EXT_RCODE_BADVERS, RCODE_FORMERR, RCODE_MASK, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL,
 };
-use crate::policy::Live;
+use crate::policy::{Action, Live, Policy};
 
 /// What [`Pipeline::begin`] did with a request.
 #[derive(Debug)]
@@ -51,6 +55,9 @@ pub enum Step<'a> {
     Drop,
     /// Ask upstream: the parsed query, and what the policy said of it.
     Forward(Query<'a>, Decided),
+    /// Ask upstream for an RPZ CNAME's target on the client's behalf: the
+    /// query is ready (it cannot borrow the client's packet).
+    Chase(Box<HeldQuery>),
 }
 
 /// The stages, shared by every listener and worker.
@@ -98,13 +105,42 @@ impl Pipeline {
         // 3. policy
         let snapshot = self.policy.snapshot();
         let decided = match self.policy.check(&snapshot, &q) {
-            Verdict::Block { decided, answer } => {
-                answers::blocked(out, &q, &answer, &self.style);
-                // A long name, category and list in the EDE text can
-                // outgrow a 512-byte client.
-                answers::fit(out, q.id, q.question, q.edns, req.transport);
-                return self.finish_local(req, &q, decided, out, Outcome::Blocked);
-            }
+            Verdict::Block { decided, answer } => match answer.action {
+                // RPZ's own actions; the configurable ones are answered
+                // by the table in `answers::blocked`.
+                Action::Drop => {
+                    self.finish_local(req, &q, decided, &[], Outcome::Blocked);
+                    return Step::Drop;
+                }
+                Action::TcpOnly if req.transport == Transport::Tcp => Decided::Unlisted,
+                Action::TcpOnly => {
+                    answers::tcp_only(out, &q);
+                    return self.finish_local(req, &q, decided, out, Outcome::Blocked);
+                }
+                Action::Local(id) => {
+                    let records = snapshot.local(id);
+                    if let Some(target) = chase::target(records, q.qtype) {
+                        let text = [
+                            &b"local data: category "[..],
+                            answer.category.as_bytes(),
+                            b", list ",
+                            answer.list.as_bytes(),
+                        ]
+                        .concat();
+                        return self.chase(req, &q, decided, target, text, &snapshot, out);
+                    }
+                    answers::local(out, &q, records, &answer, &self.style);
+                    answers::fit(out, q.id, q.question, q.edns, req.transport);
+                    return self.finish_local(req, &q, decided, out, Outcome::Blocked);
+                }
+                _ => {
+                    answers::blocked(out, &q, &answer, &self.style);
+                    // A long name, category and list in the EDE text can
+                    // outgrow a 512-byte client.
+                    answers::fit(out, q.id, q.question, q.edns, req.transport);
+                    return self.finish_local(req, &q, decided, out, Outcome::Blocked);
+                }
+            },
             Verdict::Pass(decided) => decided,
         };
         drop(snapshot);
@@ -145,14 +181,23 @@ impl Pipeline {
         out: &mut Vec<u8>,
     ) {
         let q = held.query();
+        let client = held.client_query();
         let (rcode, outcome) = match finished {
             Finished::Answered(reply) => {
                 if let Some(ttl) = reply.cache_ttl.filter(|_| self.cache.is_enabled()) {
                     let key = Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd());
                     self.cache.insert(&key, &reply.answer, ttl, now);
                 }
-                answers::forwarded(out, &q, &reply.answer, 0, held.transport);
-                (reply.rcode, Outcome::Allowed)
+                match &held.chase {
+                    None => {
+                        answers::forwarded(out, &q, &reply.answer, 0, held.transport);
+                        (reply.rcode, Outcome::Allowed)
+                    }
+                    Some(c) => {
+                        let rcode = self.chased(out, &q, c, &reply.answer, 0, held.transport);
+                        (rcode, Outcome::Blocked)
+                    }
+                }
             }
             Finished::NoAnswer => {
                 let text: [&[u8]; 1] = [b"no upstream answered"];
@@ -160,7 +205,7 @@ impl Pipeline {
                     code: EDE_NO_REACHABLE_AUTHORITY,
                     text: &text,
                 };
-                answers::query_error(out, &q, RCODE_SERVFAIL, ede);
+                answers::query_error(out, &client, RCODE_SERVFAIL, ede);
                 let rcode = u16::from(RCODE_SERVFAIL);
                 (rcode, Outcome::Error)
             }
@@ -168,8 +213,8 @@ impl Pipeline {
         self.finish(&QueryRecord {
             client: held.client,
             transport: held.transport,
-            name: Some(q.qname),
-            qtype: q.qtype,
+            name: Some(client.qname),
+            qtype: client.qtype,
             decided: held.decided,
             cache: self.looked_up(),
             rcode,
@@ -179,10 +224,156 @@ impl Pipeline {
         });
     }
 
+    /// An RPZ CNAME's target, answered from the cache or the upstreams,
+    /// behind our CNAME for the client. Returns the RCODE sent.
+    fn chased(
+        &self,
+        out: &mut Vec<u8>,
+        target_q: &Query<'_>,
+        c: &Chased,
+        answer: &answers::Upstreamed<'_>,
+        age: u32,
+        transport: Transport,
+    ) -> u16 {
+        let client = c.query();
+        let mut scratch = Vec::new();
+        let bare = Query {
+            edns: None,
+            ..*target_q
+        };
+        answers::forwarded(&mut scratch, &bare, answer, age, Transport::Tcp);
+        let text: [&[u8]; 1] = [&c.ede_text];
+        let ede = Extra::Ede {
+            code: EDE_FORGED_ANSWER,
+            text: &text,
+        };
+        if chase::compose(out, &client, &c.target, c.ttl, &scratch, ede) {
+            answers::fit(out, client.id, client.question, client.edns, transport);
+        } else {
+            answers::query_error(out, &client, RCODE_SERVFAIL, Extra::None);
+        }
+        out.get(3).map_or(0, |b| u16::from(*b) & RCODE_MASK)
+    }
+
+    /// An RPZ CNAME's target, asked like any name: the policy first (a
+    /// blocked target gets its own block answer, with its own EDE), then
+    /// the cache, else upstream on the client's behalf ([`Step::Chase`]).
+    #[allow(clippy::too_many_arguments)]
+    fn chase<'a>(
+        &self,
+        req: &Request<'a>,
+        q: &Query<'_>,
+        decided: Decided,
+        target: &[u8],
+        ede_text: Vec<u8>,
+        policy: &Policy,
+        out: &mut Vec<u8>,
+    ) -> Step<'a> {
+        let mut buf = [0u8; chase::MAX_TARGET_QUESTION];
+        let Some(len) = chase::target_question(target, q, &mut buf) else {
+            answers::query_error(out, q, RCODE_SERVFAIL, Extra::None);
+            return self.finish_local(req, q, decided, out, Outcome::Error);
+        };
+        let question = &buf[..len];
+        let target_q = Query {
+            question,
+            qname: &question[..target.len()],
+            edns: None,
+            ..*q
+        };
+        let chased = Chased::new(q, target, self.style.ttl, ede_text);
+        let mut scratch = Vec::new();
+        match self.policy.check(policy, &target_q) {
+            Verdict::Block { answer, .. } => {
+                match answer.action {
+                    Action::Local(id) => {
+                        // One hop only: a target with local data of its
+                        // own is answered with that data, not chased on.
+                        answers::local(
+                            &mut scratch,
+                            &target_q,
+                            policy.local(id),
+                            &answer,
+                            &self.style,
+                        );
+                    }
+                    _ => answers::blocked(&mut scratch, &target_q, &answer, &self.style),
+                }
+                // The target's own EDE, as its own query would have had.
+                let (code, what) = match answer.action {
+                    Action::Redirect | Action::Local(_) => (EDE_FORGED_ANSWER, &b"local data"[..]),
+                    _ => (EDE_BLOCKED, &b"blocked"[..]),
+                };
+                let text: [&[u8]; 5] = [
+                    what,
+                    b": category ",
+                    answer.category.as_bytes(),
+                    b", list ",
+                    answer.list.as_bytes(),
+                ];
+                let ok = chase::compose(
+                    out,
+                    q,
+                    target,
+                    self.style.ttl,
+                    &scratch,
+                    Extra::Ede { code, text: &text },
+                );
+                if !ok {
+                    answers::query_error(out, q, RCODE_SERVFAIL, Extra::None);
+                }
+                answers::fit(out, q.id, q.question, q.edns, req.transport);
+                return self.finish_local(req, q, decided, out, Outcome::Blocked);
+            }
+            Verdict::Pass(_) => {}
+        }
+        if !q.rd() {
+            // No recursion wanted: the CNAME alone.
+            let ok = chase::compose(
+                out,
+                q,
+                target,
+                self.style.ttl,
+                &empty_answer(&target_q),
+                Extra::None,
+            );
+            if !ok {
+                answers::query_error(out, q, RCODE_SERVFAIL, Extra::None);
+            }
+            return self.finish_local(req, q, decided, out, Outcome::Blocked);
+        }
+        if self.cache.is_enabled() {
+            let key = Key::new(
+                target_q.qname,
+                target_q.qtype,
+                target_q.qclass,
+                q.dnssec_ok(),
+                q.cd(),
+            );
+            let mut rcode = None;
+            self.cache.lookup(&key, req.received, |answer, age| {
+                rcode = Some(self.chased(out, &target_q, &chased, answer, age, req.transport));
+            });
+            if rcode.is_some() {
+                return self.finish_local(req, q, decided, out, Outcome::Blocked);
+            }
+        }
+        let held = HeldQuery::chasing(
+            req,
+            &Query {
+                edns: q.edns,
+                ..target_q
+            },
+            decided,
+            chased,
+        );
+        Step::Chase(Box::new(held))
+    }
+
     /// Too many queries wait for upstreams already: SERVFAIL at once,
     /// rather than queueing without bound.
     pub fn overloaded(&self, held: &HeldQuery, out: &mut Vec<u8>) {
-        let q = held.query();
+        let q = held.client_query();
         answers::query_error(out, &q, RCODE_SERVFAIL, Extra::None);
         self.finish(&QueryRecord {
             client: held.client,
@@ -265,4 +456,18 @@ impl Pipeline {
     fn finish(&self, record: &QueryRecord<'_>) {
         self.observer.query(record);
     }
+}
+
+/// An empty NOERROR answer for `q` (no OPT): the target part of a CNAME
+/// answered without recursion.
+fn empty_answer(q: &Query<'_>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(super::wire::HEADER_LEN + q.question.len());
+    super::wire::put_header(
+        &mut m,
+        q.id,
+        super::wire::response_flags(q.flags, 0),
+        [1, 0, 0, 0],
+    );
+    m.extend_from_slice(q.question);
+    m
 }

@@ -182,13 +182,21 @@ mod tests {
             DomainName::parse("зум.рф.").unwrap().as_str(),
             "xn--g1aku.xn--p1ai"
         );
-        assert_eq!(DomainName::parse("bü cher.example"), Err(NameError::BadChar(' ')));
-        assert_eq!(DomainName::parse("a\u{1b}ü"), Err(NameError::BadChar('\u{1b}')));
+        assert_eq!(
+            DomainName::parse("bü cher.example"),
+            Err(NameError::BadChar(' '))
+        );
+        assert_eq!(
+            DomainName::parse("a\u{1b}ü"),
+            Err(NameError::BadChar('\u{1b}'))
+        );
     }
 
     #[test]
     fn control_characters_are_shown_escaped() {
-        let e = DomainName::parse("a\u{1b}]0;x\u{7}").unwrap_err().to_string();
+        let e = DomainName::parse("a\u{1b}]0;x\u{7}")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "character \\x1b is not allowed in a domain name");
         assert!(!e.chars().any(char::is_control));
     }

@@ -132,6 +132,16 @@ async fn connection(
                     None => pipeline.overloaded(&HeldQuery::new(&req, &q, decided), &mut out),
                 }
             }
+            Step::Chase(held) => {
+                let spare = (*held).clone();
+                match workers.forward(*held) {
+                    Some(answer) => match answer.await {
+                        Ok(bytes) => out = bytes,
+                        Err(_) => return,
+                    },
+                    None => pipeline.overloaded(&spare, &mut out),
+                }
+            }
         }
         // Answers are made to fit a frame (`answers::fit`).
         if tcp_frame(&out, &mut framed).is_none() || stream.write_all(&framed).await.is_err() {

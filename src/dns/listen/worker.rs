@@ -409,25 +409,25 @@ fn serve_client(
             let Some(buf) = c.out.next_buf() else {
                 continue; // the socket is full: like a datagram lost on the way
             };
-            match pipeline.begin(&req, buf) {
+            let held = match pipeline.begin(&req, buf) {
                 Step::Answer => {
                     let (to, len) = c.recv.raw_peer(i);
                     c.out.commit_raw(to, len, req.local);
+                    continue;
                 }
-                Step::Drop => {}
-                Step::Forward(q, decided) => {
-                    let held = HeldQuery::new(&req, &q, decided);
-                    if upstream.has_room() {
-                        let reply_to = ReplyTo::Udp {
-                            socket: token as u16,
-                        };
-                        upstream.submit(held, reply_to, now);
-                    } else {
-                        pipeline.overloaded(&held, buf);
-                        let (to, len) = c.recv.raw_peer(i);
-                        c.out.commit_raw(to, len, req.local);
-                    }
-                }
+                Step::Drop => continue,
+                Step::Forward(q, decided) => HeldQuery::new(&req, &q, decided),
+                Step::Chase(held) => *held,
+            };
+            if upstream.has_room() {
+                let reply_to = ReplyTo::Udp {
+                    socket: token as u16,
+                };
+                upstream.submit(held, reply_to, now);
+            } else {
+                pipeline.overloaded(&held, buf);
+                let (to, len) = c.recv.raw_peer(i);
+                c.out.commit_raw(to, len, req.local);
             }
         }
         upstream.flush(now);

@@ -76,6 +76,58 @@ pub struct HeldQuery {
     pub transport: Transport,
     pub received: Instant,
     pub decided: Decided,
+    /// Set when this query is for an RPZ CNAME's target on a client's
+    /// behalf: what the client asked, to answer it (rare; boxed so the
+    /// common query stays small).
+    pub chase: Option<Box<Chased>>,
+}
+
+/// The client's side of a chased query: its question and how to answer it
+/// (see `dns::chase`).
+#[derive(Debug, Clone)]
+pub struct Chased {
+    id: u16,
+    flags: u16,
+    edns: Option<Edns>,
+    question: Box<[u8]>,
+    qname_len: u16,
+    qtype: u16,
+    qclass: u16,
+    /// Our CNAME's target (wire form) and TTL.
+    pub target: Box<[u8]>,
+    pub ttl: u32,
+    /// The EDE text of the local data ("local data: category …, list …").
+    pub ede_text: Box<[u8]>,
+}
+
+impl Chased {
+    pub fn new(client: &Query<'_>, target: &[u8], ttl: u32, ede_text: Vec<u8>) -> Self {
+        Self {
+            id: client.id,
+            flags: client.flags,
+            edns: client.edns,
+            question: client.question.into(),
+            qname_len: client.qname.len() as u16,
+            qtype: client.qtype,
+            qclass: client.qclass,
+            target: target.into(),
+            ttl,
+            ede_text: ede_text.into(),
+        }
+    }
+
+    /// The client's query.
+    pub fn query(&self) -> Query<'_> {
+        Query {
+            id: self.id,
+            flags: self.flags,
+            question: &self.question,
+            qname: &self.question[..usize::from(self.qname_len).min(self.question.len())],
+            qtype: self.qtype,
+            qclass: self.qclass,
+            edns: self.edns,
+        }
+    }
 }
 
 impl HeldQuery {
@@ -98,6 +150,28 @@ impl HeldQuery {
             transport: req.transport,
             received: req.received,
             decided,
+            chase: None,
+        }
+    }
+
+    /// A query for `target_q` (an RPZ CNAME's target) on behalf of the
+    /// client in `chased`.
+    pub fn chasing(
+        req: &Request<'_>,
+        target_q: &Query<'_>,
+        decided: Decided,
+        chased: Chased,
+    ) -> Self {
+        let mut held = Self::new(req, target_q, decided);
+        held.chase = Some(Box::new(chased));
+        held
+    }
+
+    /// The query as the client asked it (for its answer and its record).
+    pub fn client_query(&self) -> Query<'_> {
+        match &self.chase {
+            Some(c) => c.query(),
+            None => self.query(),
         }
     }
 
