@@ -20,7 +20,7 @@ use crate::http::admin::{self, AdminState};
 use crate::http::blockpage::{self, BlockPage};
 use crate::http::tls::{Certificate, TlsError};
 use crate::lists::remote::{ClientError, Fetcher};
-use crate::lists::source::Escaped;
+use crate::lists::source::{Escaped, io_reason};
 use crate::lists::{ParsedList, SkipReason};
 use crate::metrics::{ListLabels, Metrics};
 use crate::observe::Observer;
@@ -34,21 +34,28 @@ use crate::reload::{self, ListError, Reloader, StartError, watch};
 /// Why a command could not do its job (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{0}")]
+    // Each cause is printed once: wrapped errors are transparent (or kept
+    // as text), so the error chain `main` prints repeats nothing.
+    #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Start(#[from] StartError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// The OS's reason is kept as text, not as an error source, so it is
+    /// printed once (not again by the error chain).
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
     #[error("{0}")]
     Runtime(std::io::Error),
     #[error("block page certificate: {0}")]
-    Tls(#[from] TlsError),
-    #[error("{0}")]
+    Tls(String),
+    #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+impl From<TlsError> for AppError {
+    fn from(e: TlsError) -> Self {
+        AppError::Tls(e.to_string())
+    }
 }
 
 /// Loads `-c FILE`, else `./sinkhole.yaml`, else the built-in default.
@@ -235,9 +242,9 @@ async fn run(
     // Admin first, so /readyz answers 503 while DNS comes up.
     let admin_task = match config.listen.admin {
         Some(addr) => {
-            let listener = admin::bind(addr).await.map_err(|source| AppError::Bind {
+            let listener = admin::bind(addr).await.map_err(|e| AppError::Bind {
                 addr: addr.to_string(),
-                source,
+                reason: io_reason(&e),
             })?;
             let state = AdminState {
                 reloader: reloader.clone(),
@@ -257,11 +264,16 @@ async fn run(
         None => None,
     };
 
-    let listeners =
-        Listeners::bind(&config.listen.dns, workers).map_err(|source| AppError::Bind {
-            addr: format!("{:?}", config.listen.dns),
-            source,
-        })?;
+    let listeners = Listeners::bind(&config.listen.dns, workers).map_err(|e| AppError::Bind {
+        addr: config
+            .listen
+            .dns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: io_reason(&e),
+    })?;
     for addr in listeners.local_addrs() {
         tracing::info!(addr = %addr, workers, "dns listening (udp, tcp)");
     }
@@ -279,9 +291,9 @@ async fn run(
     };
     listeners
         .serve(pipeline, worker_config, shutdown.clone(), &tasks)
-        .map_err(|source| AppError::Bind {
+        .map_err(|e| AppError::Bind {
             addr: "upstream socket pool".into(),
-            source,
+            reason: io_reason(&e),
         })?;
     let certificate = start_blockpage(
         &config,
@@ -335,9 +347,9 @@ async fn start_blockpage(
     let bind = |addr: std::net::SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| AppError::Bind {
+            .map_err(|e| AppError::Bind {
                 addr: addr.to_string(),
-                source,
+                reason: io_reason(&e),
             })
     };
     if let Some(addr) = config.listen.http {
@@ -460,7 +472,9 @@ pub fn check(config: &Config, out: &mut impl std::io::Write) -> std::io::Result<
                         }
                     }
                     let prefix = if is_protected { "ERROR " } else { "" };
-                    if s.text.is_empty() {
+                    // A protected rejection's text is the rule's name, which
+                    // its reason already gives.
+                    if s.text.is_empty() || is_protected {
                         writeln!(out, "  {prefix}{at}:{}: {}", s.line, s.reason)?;
                     } else {
                         writeln!(

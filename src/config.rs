@@ -33,7 +33,12 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `FILE:LINE:COL: message`, or `FILE: message` for a problem with the
+    /// whole file (it cannot be read at all).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -224,12 +229,44 @@ pub struct Config {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let whole = |message: String| ConfigError {
             file: path.to_owned(),
             line: 0,
             column: 0,
-            message: format!("cannot read configuration: {e}"),
-        })?;
+            message,
+        };
+        let bytes =
+            crate::lists::source::read_regular_file(path, MAX_CONFIG_BYTES).map_err(|e| {
+                whole(match e {
+                    crate::lists::source::Unreadable::Io(why) => {
+                        format!("cannot read the configuration: {why}")
+                    }
+                    other => format!("the configuration {other}"),
+                })
+            })?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let bytes = e.as_bytes();
+                let at = e.utf8_error().valid_up_to();
+                let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+                let column = at
+                    - bytes[..at]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |p| p + 1)
+                    + 1;
+                return Err(ConfigError {
+                    file: path.to_owned(),
+                    line,
+                    column,
+                    message: format!(
+                        "not UTF-8 text (byte 0x{:02x}); save the file as UTF-8",
+                        bytes.get(at).copied().unwrap_or(0)
+                    ),
+                });
+            }
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
@@ -237,6 +274,8 @@ impl Config {
     /// Validates configuration text. `file` is used in messages, `base`
     /// resolves relative paths.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        // Editors on Windows save a byte-order mark; it is not content.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
@@ -246,12 +285,58 @@ impl Config {
                     file: file.to_owned(),
                     line,
                     column,
-                    message: strip_position(&e.to_string()),
+                    message: plain_message(&strip_position(&e.to_string()), text, line, column),
                 }
             })?
         };
         Validator { text, file, base }.validate(raw)
     }
+}
+
+/// The configuration is read whole; nobody's is this big.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// A YAML or serde message in an operator's words: a tab is called a tab,
+/// and Rust's type names (`u32`, `usize`) become what the key wants.
+fn plain_message(message: &str, text: &str, line: usize, column: usize) -> String {
+    let at = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .and_then(|l| l.chars().nth(column.saturating_sub(1)));
+    if at == Some('\t')
+        || (message.contains("cannot start any token")
+            && text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .is_some_and(|l| l.contains('\t')))
+    {
+        return "a tab character: YAML indents with spaces only; replace the tab with spaces"
+            .into();
+    }
+    const TYPES: [(&str, &str); 10] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    let mut m = message.to_owned();
+    for (rust, plain) in TYPES {
+        if let Some(i) = m.find(rust)
+            && !m[i + rust.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            m.replace_range(i..i + rust.len(), plain);
+        }
+    }
+    m
 }
 
 /// serde_yaml_ng appends " at line L column C"; we print the position first.
