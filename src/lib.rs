@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod diff;
 pub mod dns;
 pub mod http;
 pub mod keyed;

@@ -1,11 +1,12 @@
 //! The command line. Everything else lives in the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sinkhole::app;
 use sinkhole::policy::DomainName;
+use sinkhole::{app, diff};
 
 #[derive(Parser)]
 #[command(name = "sinkhole", version, about = "A DNS sinkhole resolver")]
@@ -37,6 +38,22 @@ enum Command {
         /// The client address asking (accepted for forward compatibility).
         #[arg(long)]
         client: Option<std::net::IpAddr>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two configurations before publishing NEW: per list, the rules
+    /// added and removed; with --names, every name in FILE whose decision
+    /// changes. Exit 0 when no name in FILE changes (always without
+    /// --names), 3 when one does, 1 when either side is invalid.
+    Diff {
+        /// The configuration in service.
+        old: PathBuf,
+        /// The configuration to publish.
+        new: PathBuf,
+        /// Names to check: one per line, or `rank,name` CSV.
+        #[arg(long, value_name = "FILE")]
+        names: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -92,6 +109,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", explanation.to_text());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff {
+            old,
+            new,
+            names,
+            json,
+        } => {
+            let report = diff::run(&old, &new, names.as_deref())?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                report.to_text()
+            };
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+            Ok(if report.names_changed() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
