@@ -201,7 +201,7 @@ fn emptied_truncated_and_garbage_files_are_kept() {
         (
             "random bytes",
             (0..4096u32)
-                .map(|i| (i * 2_654_435_761u32 >> 24) as u8)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
                 .collect(),
         ),
         (
