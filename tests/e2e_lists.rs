@@ -369,7 +369,15 @@ fn monitored_lists_answer_normally_and_count_and_log() {
         .list("ads", Some("ads"), "ads.test\n")
         .list("trial", Some("trial"), "zoom.us\nads.test\n")
         .yaml("log:\n  queries: blocked\n")
+        .with_blockpage()
         .serve();
+    // The block page treats a monitored name as not blocked.
+    let page = common::http::raw(
+        sh.http.unwrap(),
+        b"GET / HTTP/1.1\r\nHost: zoom.us\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(page.status, 404, "{}", page.body);
     let r = sh.udp(&Q::a("us04web.zoom.us"));
     assert_eq!(r.rcode(), ResponseCode::NoError);
     assert_eq!(r.a_addrs().len(), 1, "answered from upstream: {}", r.dump());
