@@ -393,3 +393,53 @@ fn signed_local_lists_verify_their_minisig_file() {
     assert_eq!(sh.post("/reload").status, 200);
     assert_eq!(rcode(&sh, "unsigned.test"), ResponseCode::NXDomain);
 }
+
+/// A CA and a `localhost` certificate it signed: (CA PEM, chain PEM, key PEM).
+fn internal_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Trust Internal CA (test)");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn https_list_servers_are_trusted_through_tls_ca() {
+    let (ca, cert, key) = internal_ca();
+    let server = ListServer::start_tls(&cert, &key);
+    server.set("/ads.txt", Route::list("ads.test\n"));
+    let url = server.https_url("localhost", "/ads.txt");
+    let up = FakeUpstream::start();
+
+    // Without the trust's CA the server is not trusted: no version, not ready.
+    let sh = remote_setup(&up, &url, &[]).serve_unready();
+    let r = sh.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    wait(&sh, "the TLS failure reported", || {
+        let s = status_of(&sh.get("/readyz").json(), "remote");
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate") || e.contains("issuer"))
+    });
+    drop(sh);
+
+    let setup = remote_setup(&up, &url, &[]).yaml("tls_ca: internal-ca.pem\n");
+    setup.write("internal-ca.pem", &ca);
+    let sh = setup.serve();
+    assert_eq!(rcode(&sh, "ads.test"), ResponseCode::NXDomain);
+    assert_eq!(
+        status_of(&sh.get("/readyz").json(), "remote")["source"],
+        "url"
+    );
+
+    // `check` fetches it too, and says where the list came from.
+    let out = common::cli::check(&sh.setup.config_path());
+    assert_eq!(out.code, Some(0), "{}", out.show());
+    assert!(out.stdout.contains(" url"), "{}", out.show());
+}

@@ -93,6 +93,32 @@ impl ListServer {
 
     /// On a given address (to bring a server "back" on the same port).
     pub fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(addr, None)
+    }
+
+    /// Over TLS, with this certificate chain and key (PEM), on loopback.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(Arc::new(config)),
+        )
+    }
+
+    fn start_with(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind(addr).expect("bind list server");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
@@ -105,7 +131,19 @@ impl ListServer {
                 }
                 let Ok(conn) = conn else { continue };
                 let s = s.clone();
-                std::thread::spawn(move || serve(conn, &s));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    match tls {
+                        None => serve(conn, &s),
+                        Some(config) => {
+                            let Ok(server) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            serve(rustls::StreamOwned::new(server, conn), &s);
+                        }
+                    }
+                });
             }
         });
         ListServer { addr, state, stop }
@@ -113,6 +151,12 @@ impl ListServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The `https://` URL of `path` under `host` (which must resolve to
+    /// loopback and be named by the certificate: `localhost`).
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
     }
 
     pub fn set(&self, path: &str, route: Route) {
@@ -142,10 +186,8 @@ impl Drop for ListServer {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut conn = conn;
+fn serve<S: Read + Write>(conn: S, state: &Mutex<State>) {
+    let mut reader = BufReader::new(conn);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -176,7 +218,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             s.routes.get(&path).cloned()
         };
         let Some(route) = route else {
-            let _ = write_response(&mut conn, 404, "text/plain", b"not found\n", &[]);
+            let _ = write_response(reader.get_mut(), 404, "text/plain", b"not found\n", &[]);
             continue;
         };
         if route.hang {
@@ -220,10 +262,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                 .not_modified
                 .entry(path.clone())
                 .or_default() += 1;
-            write_response(&mut conn, 304, &route.content_type, b"", &extra)
+            write_response(reader.get_mut(), 304, &route.content_type, b"", &extra)
         } else {
             write_response(
-                &mut conn,
+                reader.get_mut(),
                 route.status,
                 &route.content_type,
                 &route.body,
@@ -237,7 +279,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
 }
 
 fn write_response(
-    conn: &mut TcpStream,
+    conn: &mut impl Write,
     status: u16,
     content_type: &str,
     body: &[u8],
