@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The reload benchmark proper; run.sh builds and prepares, then runs this.
 
-usage: bench.py --work DIR --sinkhole BIN --out DIR [--rev REV]
+usage: bench.py --work DIR --sinkhole BIN --out DIR [--rev REV] [--floor BIN]
 
 DIR holds benches/e2e/prep.py's files (union.txt, union1m.txt, q_mixed.txt,
 q_cached.txt, probes.json). Starts NSD (the e2e bench's upstream: a wildcard
-private root) on the client core and sinkhole on the server core with a
-~1,000,000-name list, warms the cache, then runs dnsperf twice at one fixed
-rate for the same time:
+private root) on the client core; with --floor, first runs the load below
+against the e2e bench's floor responder (no DNS work: what the machine and
+client lose and how late they are on their own). Then starts sinkhole on the
+server core with a ~1,000,000-name list, warms the cache, and runs dnsperf
+twice at one fixed rate for the same time:
 
   steady     no reloads;
   reloading  every RELOAD_INTERVAL seconds, a new version of the list is
@@ -20,7 +22,7 @@ rate for the same time:
 
 For each phase: queries sent, lost, SERVFAIL, answers with the wrong RCODE
 for their name, p50/p99/p99.9/max latency (dnsperf -v: every query's
-latency), the lowest 1-second QPS (dnsperf -S 1), the server's RSS every
+latency), the lowest answers per second (dnsperf -S 1), the server's RSS every
 100 ms (VmRSS) and its peak (VmHWM, reset at the start of each phase).
 Prints a markdown table; writes it and every raw figure into --out
 (result.md, result.json).
@@ -29,8 +31,8 @@ Tunables (environment): RELOAD_QPS (20000), RELOAD_SECONDS (30),
 RELOAD_INTERVAL (2), RELOAD_TRIGGER (post | sighup | watch),
 RELOAD_INSERVICE_TIMEOUT (10 s: a canary not blocked by then counts as a
 timeout), RELOAD_ROTATE (1000 padding names swapped per version),
-RELOAD_CLIENTS (8), RELOAD_OUTSTANDING (one second of queries, at least
-1000), RELOAD_NICE (-20 as root, else 0), RELOAD_SERVER_CORE (0),
+RELOAD_CLIENTS (8), RELOAD_OUTSTANDING (a quarter second of queries, at
+least 1000), RELOAD_NICE (-20 as root, else 0), RELOAD_SERVER_CORE (0),
 RELOAD_CLIENT_CORE (1).
 """
 import argparse
@@ -65,7 +67,11 @@ TRIGGER = os.environ.get("RELOAD_TRIGGER", "post")
 INSERVICE_TIMEOUT = float(os.environ.get("RELOAD_INSERVICE_TIMEOUT", "10"))
 ROTATE = int(os.environ.get("RELOAD_ROTATE", "1000"))
 CLIENTS = os.environ.get("RELOAD_CLIENTS", "8")
-OUTSTANDING = os.environ.get("RELOAD_OUTSTANDING", str(max(1000, QPS)))
+# Queries in flight: a quarter second's worth, so the load stays open-loop
+# through any stall under 250 ms (dnsperf keeps sending at the rate). Not
+# more: dnsperf -q 20000 starts ~10% behind its rate and then catches up in a
+# burst that overflows the receiver's socket (seen against the floor too).
+OUTSTANDING = os.environ.get("RELOAD_OUTSTANDING", str(max(1000, QPS // 4)))
 LOAD_TIMEOUT = 90.0
 GROUPS = 16  # version k leaves out padding group k % GROUPS
 FIRST_RELOAD_S = 1.0  # into the reloading run: dnsperf is sending by then
@@ -210,16 +216,19 @@ def others_ticks(ours):
 
 
 def udp_socket_drops(port):
-    """Datagrams the kernel dropped at the 127.0.0.1 UDP sockets bound to
-    `port` (their receive buffer was full): /proc/net/udp's drops column."""
-    total = 0
+    """Datagrams the kernel dropped at the UDP sockets bound to
+    127.0.0.1:`port` (their receive buffer was full): /proc/net/udp's drops
+    column, one value per socket (by inode: the file is read bucket by
+    bucket while others' sockets come and go, and can list one twice)."""
+    local = f"0100007F:{port:04X}"
+    drops = {}
     with open("/proc/net/udp") as f:
         next(f)
         for line in f:
             v = line.split()
-            if int(v[1].split(":")[1], 16) == port:
-                total += int(v[-1])
-    return total
+            if v[1] == local:
+                drops[v[9]] = int(v[-1])
+    return sum(drops.values())
 
 
 def udp_rcvbuf_errors():
@@ -422,12 +431,12 @@ def parse_dnsperf(path, versions):
     res["servfail"] = res["rcodes"].get("SERVFAIL", 0)
     lat, wrong, lost_by = [], collections.Counter(), collections.Counter()
     for rcode, name, secs in re.findall(r"^> (\w+) (\S+) \S+(?: ([\d.]+))?$", out, re.M):
-        blocked = versions.blocked(name)
+        blocked = versions.blocked(name) if versions else False
         if rcode == "T":  # timed out: lost
             lost_by["blocked" if blocked else "allowed"] += 1
             continue
         lat.append(float(secs))
-        if rcode == "SERVFAIL":
+        if rcode == "SERVFAIL" or versions is None:
             continue  # counted on its own
         if blocked and rcode != "NXDOMAIN":
             wrong[f"blocked name answered {rcode}"] += 1
@@ -443,7 +452,7 @@ def parse_dnsperf(path, versions):
 
     res.update(p50_us=pct(0.50), p99_us=pct(0.99), p999_us=pct(0.999), max_us=lat[-1] * 1e6,
                latencies=n, wrong=sum(wrong.values()), wrong_by=dict(wrong), lost_by=dict(lost_by))
-    # -S 1: "<epoch>: <qps>" each second; the first and last are partial
+    # -S 1: "<epoch>: <answers per second>" each second; the first and last are partial
     per_s = [float(x) for x in re.findall(r"^\d+\.\d+: ([\d.]+)$", out, re.M)]
     res["qps_per_s"] = per_s
     inner = per_s[1:-1] if len(per_s) > 2 else per_s
@@ -630,14 +639,57 @@ def reloads(ctx, t0, perf):
     return events, threads
 
 
+def load_argv(ctx, port):
+    """The measured load: the same for the floor and both phases."""
+    return ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", f"{ctx.work}/q_mixed.txt", "-c", CLIENTS,
+            "-q", OUTSTANDING, "-t", "2", "-l", str(SECONDS), "-Q", str(QPS), "-v", "-S", "1"]
+
+
+def floor_phase(ctx):
+    """The same load against the e2e bench's floor (benches/e2e/floor.c: it
+    reflects each query as its answer, no DNS work) on the server core,
+    before sinkhole starts: what this machine and client lose and how late
+    they answer on their own, right now."""
+    d = os.path.join(ctx.work, "srv", "floor")
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    p = spawn([ctx.floor, str(port)], f"{d}/floor.log", SERVER_CORE)
+    try:
+        deadline = time.monotonic() + 10
+        while dns_query(port, "ready.invalid") is None:
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise Failed(f"the floor did not answer: {tail(d + '/floor.log')}")
+            time.sleep(0.02)
+        log(f"floor: {SECONDS}s at {QPS} qps against benches/e2e/floor.c (core {SERVER_CORE})")
+        out = f"{ctx.work}/dnsperf-floor.txt"
+        o0, d0, e0 = others_ticks({p.pid, ctx.nsd.pid, os.getpgrp()}), udp_socket_drops(port), udp_rcvbuf_errors()
+        t0 = time.monotonic()
+        perf = spawn(load_argv(ctx, port), out, CLIENT_CORE)
+        try:
+            perf.wait(SECONDS + 30)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"floor: dnsperf still running {SECONDS + 30}s after its start")
+        LIVE.pop(perf.pid, None)
+        t1 = time.monotonic()
+        d1, e1 = udp_socket_drops(port), udp_rcvbuf_errors()
+        o1 = others_ticks({p.pid, ctx.nsd.pid, perf.pid, os.getpgrp()})
+    finally:
+        stop(p)
+    res = parse_dnsperf(out, None)
+    res.update(server_socket_drops=d1 - d0, other_udp_drops=(e1 - e0) - (d1 - d0),
+               others_pct=100 * sum(v - o0.get(k, 0) for k, v in o1.items()) / CLK_TCK / (t1 - t0))
+    log(f"floor: sent {res['sent']:.0f}, lost {res['lost']:.0f}, p50 {res['p50_us']:.0f} us, "
+        f"p99 {res['p99_us']:.0f} us, max {res['max_us'] / 1e3:.1f} ms, others {res['others_pct']:.0f}%")
+    return res
+
+
 def phase(ctx, name, with_reloads):
     out = f"{ctx.work}/dnsperf-{name}.txt"
     pid = ctx.server.pid
     _, m0 = http_call(ctx.admin, "GET", "/metrics")
     peak_reset = reset_peak(pid)
     sampler = RssSampler(pid)
-    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(ctx.port), "-d", f"{ctx.work}/q_mixed.txt",
-            "-c", CLIENTS, "-q", OUTSTANDING, "-t", "2", "-l", str(SECONDS), "-Q", str(QPS), "-v", "-S", "1"]
+    argv = load_argv(ctx, ctx.port)
     log(f"{name}: {SECONDS}s at {QPS} qps" + (f", a reload every {INTERVAL:g}s (trigger: {TRIGGER})"
                                               if with_reloads else ", no reloads"))
     o0, st0, c0 = others_ticks({pid, ctx.nsd.pid, os.getpgrp()}), steal_ticks(), cpu_ticks(pid)
@@ -715,39 +767,46 @@ def verdict(ok):
     return "**met**" if ok else "**not met**"
 
 
-def report(ctx, a, b, started):
+def report(ctx, f, a, b, started):
     p99_ratio = b["p99_us"] / a["p99_us"] if a["p99_us"] else None
     rss_ratio = b["rss_peak_mib"] / a["rss_median_mib"] if a["rss_median_mib"] else None
     ev = b["events"]
     n_ok = len(ev) - b["in_service_timeouts"]
     ins = (f"median {fmt(b['in_service_median_ms'])} ms, max {fmt(b['in_service_max_ms'])} ms"
            f" ({n_ok} of {len(ev)} versions in service within {INSERVICE_TIMEOUT:g} s)")
+    f = f or {}
+
+    def fl(key, digits=0, scale=1.0):
+        return fmt(f[key] / scale, digits) if f.get(key) is not None else "–"
+
     rows = [
-        ("queries sent", fmt(a["sent"]), fmt(b["sent"]), ""),
-        ("lost (no answer in 2 s)", fmt(a["lost"]), fmt(b["lost"]), "target 0"),
-        ("of which dropped at sinkhole's socket (receive buffer full)", fmt(a["server_socket_drops"]),
-         fmt(b["server_socket_drops"]), ""),
-        ("other UDP receive-buffer drops on the machine (dnsperf's)", fmt(a["other_udp_drops"]),
-         fmt(b["other_udp_drops"]), ""),
-        ("queries sinkhole counted (its metric; canary polls included)", fmt(a["server_queries"]),
+        ("queries sent", fl("sent"), fmt(a["sent"]), fmt(b["sent"]), ""),
+        ("lost (no answer in 2 s)", fl("lost"), fmt(a["lost"]), fmt(b["lost"]), "target 0"),
+        ("of which dropped at the server's socket (receive buffer full)", fl("server_socket_drops"),
+         fmt(a["server_socket_drops"]), fmt(b["server_socket_drops"]), ""),
+        ("other UDP receive-buffer drops on the machine (dnsperf's)", fl("other_udp_drops"),
+         fmt(a["other_udp_drops"]), fmt(b["other_udp_drops"]), ""),
+        ("queries sinkhole counted (its metric; canary polls included)", "–", fmt(a["server_queries"]),
          fmt(b["server_queries"]), ""),
-        ("SERVFAIL", fmt(a["servfail"]), fmt(b["servfail"]), "target 0"),
-        ("wrong RCODE for the name", fmt(a["wrong"]), fmt(b["wrong"]), "should be 0"),
-        ("p50 latency, µs", fmt(a["p50_us"]), fmt(b["p50_us"]), f"{b['p50_us'] / a['p50_us']:.2f}×"),
-        ("**p99 latency, µs**", fmt(a["p99_us"]), fmt(b["p99_us"]),
+        ("SERVFAIL", "–", fmt(a["servfail"]), fmt(b["servfail"]), "target 0"),
+        ("wrong RCODE for the name", "–", fmt(a["wrong"]), fmt(b["wrong"]), "should be 0"),
+        ("p50 latency, µs", fl("p50_us"), fmt(a["p50_us"]), fmt(b["p50_us"]), f"{b['p50_us'] / a['p50_us']:.2f}×"),
+        ("**p99 latency, µs**", fl("p99_us"), fmt(a["p99_us"]), fmt(b["p99_us"]),
          f"**{p99_ratio:.2f}×** (target ≤ {TARGETS['p99_ratio']}×)"),
-        ("p99.9 latency, µs", fmt(a["p999_us"]), fmt(b["p999_us"]), f"{b['p999_us'] / a['p999_us']:.2f}×"),
-        ("max latency, ms", fmt(a["max_us"] / 1e3, 1), fmt(b["max_us"] / 1e3, 1), ""),
-        ("lowest 1-s QPS (dnsperf -S 1)", fmt(a["min_qps_1s"]), fmt(b["min_qps_1s"]), ""),
-        ("reloads triggered / done ok (metric)", "–",
+        ("p99.9 latency, µs", fl("p999_us"), fmt(a["p999_us"]), fmt(b["p999_us"]),
+         f"{b['p999_us'] / a['p999_us']:.2f}×"),
+        ("max latency, ms", fl("max_us", 1, 1e3), fmt(a["max_us"] / 1e3, 1), fmt(b["max_us"] / 1e3, 1), ""),
+        ("lowest answers per second (dnsperf -S 1)", fl("min_qps_1s"), fmt(a["min_qps_1s"]), fmt(b["min_qps_1s"]), ""),
+        ("reloads triggered / done ok (metric)", "–", "–",
          f"{len(ev)} / {fmt(b['reloads_ok'])}" + (f", {fmt(b['reloads_error'])} error" if b["reloads_error"] else ""),
          ""),
-        ("**trigger → new policy in service**", "–", ins, f"target ≤ {TARGETS['in_service_s']:g} s"),
-        ("RSS, MiB: median (steady), peak (reloading)", fmt(a["rss_median_mib"]), fmt(b["rss_peak_mib"]),
+        ("**trigger → new policy in service**", "–", "–", ins, f"target ≤ {TARGETS['in_service_s']:g} s"),
+        ("RSS, MiB: median (steady), peak (reloading)", "–", fmt(a["rss_median_mib"]), fmt(b["rss_peak_mib"]),
          f"**{rss_ratio:.2f}×** (target ≤ {TARGETS['rss_ratio']}×)" if rss_ratio else "–"),
-        ("RSS peak, MiB (both phases)", fmt(a["rss_peak_mib"]), fmt(b["rss_peak_mib"]), ""),
-        ("server CPU, % of a core", fmt(a["server_cpu_pct"]), fmt(b["server_cpu_pct"]), ""),
-        ("others' CPU (outside the bench), % of a core", fmt(a["others_pct"]), fmt(b["others_pct"]), ""),
+        ("RSS peak, MiB (both phases)", "–", fmt(a["rss_peak_mib"]), fmt(b["rss_peak_mib"]), ""),
+        ("server CPU, % of a core", "–", fmt(a["server_cpu_pct"]), fmt(b["server_cpu_pct"]), ""),
+        ("others' CPU (outside the bench), % of a core", fl("others_pct"), fmt(a["others_pct"]),
+         fmt(b["others_pct"]), ""),
     ]
     ins_ok = b["in_service_max_ms"] is not None and b["in_service_timeouts"] == 0 \
         and b["in_service_max_ms"] <= TARGETS["in_service_s"] * 1e3
@@ -774,8 +833,8 @@ def report(ctx, a, b, started):
            f"it every {INTERVAL:g} s from {FIRST_RELOAD_S:g} s in ({len(ev)} versions, each "
            f"{ROTATE} padding names swapped and a canary added, ~1,000,0xx names), trigger `{TRIGGER}`; "
            f"in service = that version's canary answered NXDOMAIN (polled every {POLL_S * 1e3:.0f} ms).\n",
-           "| | steady | reloading | reloading ÷ steady, target |", "|---|---|---|---|"]
-    out += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
+           "| | floor | steady | reloading | reloading ÷ steady, target |", "|---|---|---|---|---|"]
+    out += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
     out += ["", "| target (the issue's) | measured | target | |", "|---|---|---|---|"]
     out += [f"| {t[0]} | {t[1]} | {t[2]} | {verdict(t[3])} |" for t in targets]
     per = ", ".join((f"v{e['version']} {e['in_service_ms']:.0f}" if e["in_service_ms"] is not None
@@ -793,6 +852,8 @@ def report(ctx, a, b, started):
         out.append(f"sinkhole reloaded {b['reloads_ok'] + (b['reloads_error'] or 0):.0f} times for {len(ev)} "
                    f"triggers: it also reloads by itself on the rename (a file watcher), so each version may "
                    f"have been loaded twice, and in service by whichever came first.")
+    if not f:
+        out.append("No floor run (RELOAD_FLOOR=0, or no gcc to build benches/e2e/floor.c).")
     busy = max(a["others_pct"], b["others_pct"])
     if busy > BUSY_PCT:
         out.append(f"**The machine was busy**: processes outside the benchmark used {a['others_pct']:.0f}% "
@@ -825,6 +886,7 @@ def main():
     ap.add_argument("--sinkhole", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--rev", default="?")
+    ap.add_argument("--floor", help="benches/e2e/floor.c built: the same load against it first")
     a = ap.parse_args()
     if TRIGGER not in ("post", "sighup", "watch"):
         ap.error(f"RELOAD_TRIGGER={TRIGGER}: post, sighup or watch")
@@ -841,6 +903,8 @@ def main():
         ctx.versions = Versions(a.work)
         ctx.versions.write(0, ctx.versions.path)
         start_nsd(ctx)
+        ctx.floor = a.floor
+        floor = floor_phase(ctx) if a.floor else None
         start_sinkhole(ctx)
         sanity(ctx)
         warm(ctx)
@@ -848,7 +912,7 @@ def main():
         reloading = phase(ctx, "reloading", True)
     finally:
         stop_all()
-    text, summary = report(ctx, steady, reloading, started)
+    text, summary = report(ctx, floor, steady, reloading, started)
     print(text)
     os.makedirs(a.out, exist_ok=True)
     with open(f"{a.out}/result.md", "w") as f:
@@ -861,7 +925,7 @@ def main():
                                 "server_core": SERVER_CORE, "client_core": CLIENT_CORE},
                    "list": {"names": ctx.versions.count, "load_s": ctx.load_s,
                             "rss_at_ready_mib": ctx.load_rss_kib / 1024},
-                   "steady": steady, "reloading": reloading, "summary": summary}, f, indent=1)
+                   "floor": floor, "steady": steady, "reloading": reloading, "summary": summary}, f, indent=1)
     log(f"wrote {a.out}/result.md and result.json; raw dnsperf output and server log in {a.work}")
     return 0
 

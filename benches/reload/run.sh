@@ -9,7 +9,8 @@
 #
 # Environment: RELOAD_WORK (work dir; default a new /tmp/sinkhole-reload.XXXXXX),
 # RELOAD_DATA (default $E2E_DATA, else $(git rev-parse --show-toplevel)/../shared/data),
-# RELOAD_OUT (result.md and result.json; default target/bench-reload), SINKHOLE_BIN,
+# RELOAD_OUT (result.md and result.json; default target/bench-reload), SINKHOLE_BIN
+# (and RELOAD_REV, its label in the report), RELOAD_FLOOR=0 (no floor run),
 # and bench.py's tunables (RELOAD_QPS, RELOAD_SECONDS, RELOAD_TRIGGER, ...).
 # Needs dnsperf, nsd, python3, taskset and 2 cores (benches/e2e/run.sh
 # installs the first two; or apt-get install dnsperf nsd).
@@ -40,14 +41,21 @@ OUT="${RELOAD_OUT:-$ROOT/target/bench-reload}"
 export RELOAD_PIDFILE="$WORK/pids"
 : > "$RELOAD_PIDFILE"
 BUILD_PID=""
+BENCH_PID=""
 
 # Every process started here is a process-group leader whose pid is in
-# $RELOAD_PIDFILE (bench.py appends them) or $BUILD_PID; on any exit, end them.
+# $RELOAD_PIDFILE (bench.py appends them), or $BUILD_PID, or bench.py itself
+# ($BENCH_PID, run in the background so that a signal reaches this trap at
+# once instead of after it); on any exit, end them.
 cleanup() {
-    local rc=$? pid
+    local rc=$? pid i
     trap - EXIT INT TERM
     if [ -n "$BUILD_PID" ] && kill -0 "$BUILD_PID" 2>/dev/null; then
         kill -TERM -- "-$BUILD_PID" 2>/dev/null || true
+    fi
+    if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true     # it stops what it started
+        for i in $(seq 1 50); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.1; done
     fi
     if [ -s "$RELOAD_PIDFILE" ]; then
         while read -r pid; do
@@ -95,11 +103,26 @@ if [ -n "$BUILD_PID" ]; then
     SINKHOLE="$ROOT/target/release/sinkhole"
     REV="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)"
 else
-    REV="$SINKHOLE ($(date -u -r "$SINKHOLE" +%FT%TZ))"
+    REV="${RELOAD_REV:-$SINKHOLE ($(date -u -r "$SINKHOLE" +%FT%TZ))}"
 fi
 [ -x "$SINKHOLE" ] || die "no binary at $SINKHOLE"
 say "sinkhole $REV"
 
-# 4. Measure (bench.py bounds every step: load 90 s, each phase RELOAD_SECONDS + 30 s).
-python3 "$HERE/bench.py" --work "$WORK" --sinkhole "$SINKHOLE" --out "$OUT" --rev "$REV"
+# 4. The e2e bench's floor responder, for the same load against no DNS work at all first.
+FLOOR=()
+if [ "${RELOAD_FLOOR:-1}" != 0 ]; then
+    if command -v gcc >/dev/null && gcc -O2 -Wall -o "$WORK/floor" "$ROOT/benches/e2e/floor.c" 2> "$WORK/floor-build.log"; then
+        FLOOR=(--floor "$WORK/floor")
+    else
+        say "no floor run: cannot build benches/e2e/floor.c (gcc; see $WORK/floor-build.log)"
+    fi
+fi
+
+# 5. Measure (bench.py bounds every step: load 90 s, each run RELOAD_SECONDS + 30 s).
+python3 "$HERE/bench.py" --work "$WORK" --sinkhole "$SINKHOLE" --out "$OUT" --rev "$REV" "${FLOOR[@]}" &
+BENCH_PID=$!
+rc=0
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=""
+[ "$rc" = 0 ] || die "bench.py failed (exit $rc)"
 say "done in $(( $(date +%s) - T_START ))s; table in $OUT/result.md, raw figures in $OUT/result.json"
