@@ -428,7 +428,8 @@ impl Reloader {
         if changed {
             match build_policy(&self.sources, &self.categories, &slots) {
                 Ok(policy) => {
-                    self.live.store(Arc::new(policy));
+                    let old = self.live.swap(Arc::new(policy));
+                    release(old);
                     built = true;
                 }
                 Err(e) => {
@@ -833,6 +834,18 @@ fn digest(bytes: &[u8]) -> u64 {
     h.write(bytes);
     h.write_usize(bytes.len());
     h.finish()
+}
+
+/// Frees the policy taken out of service here, on the builder thread: a
+/// query still holding it (for microseconds) would otherwise be the one to
+/// free a hundred megabytes, on a DNS worker. Waits for those queries to
+/// finish, up to a second, then drops it (whoever drops last frees).
+fn release(old: Arc<Policy>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(old);
 }
 
 /// Gives the freed parts of the old policy back to the system, so memory

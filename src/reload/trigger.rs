@@ -125,6 +125,10 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let sources = reloader.sources().to_vec();
+    let Some(builder) = Builder::start(reloader.clone()) else {
+        tracing::error!("cannot start the list builder thread; lists will not reload");
+        return;
+    };
     let now = Instant::now();
     // Every remote list is fetched at once at start: the copy on disk, if
     // any, is only a stand-in until the server has been asked.
@@ -241,11 +245,10 @@ async fn run(
         let statuses = if arrivals.is_empty() {
             reloader.statuses()
         } else {
-            let r = reloader.clone();
             let force = force || fetched_force;
-            match tokio::task::spawn_blocking(move || r.apply(arrivals, force)).await {
-                Ok(s) => s,
-                Err(_) => reloader.statuses(),
+            match builder.build(arrivals, force).await {
+                Some(s) => s,
+                None => reloader.statuses(),
             }
         };
         for r in batch {
@@ -275,6 +278,59 @@ async fn run(
                 }
             }
             waiters = still;
+        }
+    }
+}
+
+/// The thread that reads, parses and builds: one, so builds never overlap,
+/// and at the lowest priority (nice 19), so on a busy core the DNS workers
+/// always run first and a reload takes the time they leave. Everything a
+/// build frees (the old policy, the old lists) is freed here too, never on
+/// a worker.
+struct Builder {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = (
+    Vec<(usize, Arrival)>,
+    bool,
+    oneshot::Sender<Arc<Vec<ListStatus>>>,
+);
+
+impl Builder {
+    fn start(reloader: Arc<Reloader>) -> Option<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("list-builder".into())
+            .spawn(move || {
+                lower_priority();
+                while let Ok((arrivals, force, reply)) = rx.recv() {
+                    let _ = reply.send(reloader.apply(arrivals, force));
+                }
+            })
+            .ok()?;
+        Some(Self { tx })
+    }
+
+    async fn build(
+        &self,
+        arrivals: Vec<(usize, Arrival)>,
+        force: bool,
+    ) -> Option<Arc<Vec<ListStatus>>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send((arrivals, force, reply)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Nice 19 for the calling thread only (Linux schedules threads, and
+/// `setpriority` on a thread id changes just that thread).
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+            tracing::debug!("could not lower the list builder's priority");
         }
     }
 }
