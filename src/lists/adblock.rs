@@ -16,13 +16,21 @@
 //! rather than turned into a rule that blocks more or less than the author
 //! meant.
 
-use super::domains::numbered_lines;
+use super::domains::numbered_lines_from;
 use super::{Format, ParsedList, Scope, SkipReason, Verdict};
 
 pub fn parse(text: &str) -> ParsedList {
-    let mut list = ParsedList::new(Format::Adblock);
-    let mut lines = 0;
-    for (n, raw) in numbered_lines(text) {
+    let mut list = ParsedList::for_text(Format::Adblock, text);
+    let lines = parse_into(&mut list, text, 1);
+    list.set_line_count(lines);
+    list
+}
+
+/// The lines of `text`, numbered from `first`, into `list`; returns the
+/// last line's number.
+pub fn parse_into(list: &mut ParsedList, text: &str, first: u32) -> u32 {
+    let mut lines = first.saturating_sub(1);
+    for (n, raw) in numbered_lines_from(text, first) {
         lines = n;
         match classify(raw.trim_ascii()) {
             Line::Comment => {}
@@ -32,8 +40,7 @@ pub fn parse(text: &str) -> ParsedList {
             Line::Unsupported => list.skip(n, raw, SkipReason::UnsupportedAdblock),
         }
     }
-    list.set_line_count(lines);
-    list
+    lines
 }
 
 #[derive(Debug, PartialEq, Eq)]

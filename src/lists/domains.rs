@@ -26,9 +26,17 @@ pub fn parse(text: &str) -> ParsedList {
 /// mix the two and the meaning is unambiguous, so we take it rather than skip
 /// it (Postel: be liberal in what you accept).
 pub(super) fn parse_names(text: &str, format: Format) -> ParsedList {
-    let mut list = ParsedList::new(format);
-    let mut lines = 0;
-    for (n, raw) in numbered_lines(text) {
+    let mut list = ParsedList::for_text(format, text);
+    let lines = parse_names_into(&mut list, text, 1);
+    list.set_line_count(lines);
+    list
+}
+
+/// The lines of `text`, numbered from `first`, into `list` (a chunk of a
+/// longer list: see [`super::parse_chunk`]). Returns the last line's number.
+pub(super) fn parse_names_into(list: &mut ParsedList, text: &str, first: u32) -> u32 {
+    let mut lines = first.saturating_sub(1);
+    for (n, raw) in numbered_lines_from(text, first) {
         lines = n;
         let line = raw.trim_ascii();
         if line.is_empty() || line.starts_with(['#', '!']) {
@@ -50,18 +58,30 @@ pub(super) fn parse_names(text: &str, format: Format) -> ParsedList {
         };
         list.push_rule(n, raw, name, scope, Verdict::Block);
     }
-    list.set_line_count(lines);
-    list
+    lines
 }
 
 /// The lines of `text` with their 1-based numbers, without a leading byte
 /// order mark. `str::lines` already drops the `\r` of `\r\n` endings; callers
 /// trim whatever whitespace is left.
 pub(super) fn numbered_lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| (u32::try_from(i + 1).unwrap_or(u32::MAX), line))
+    numbered_lines_from(text, 1)
+}
+
+/// As [`numbered_lines`], the first line numbered `first` (a BOM is only
+/// looked for at the very start of a list).
+pub(super) fn numbered_lines_from(text: &str, first: u32) -> impl Iterator<Item = (u32, &str)> {
+    let text = if first == 1 {
+        text.strip_prefix('\u{feff}').unwrap_or(text)
+    } else {
+        text
+    };
+    text.lines().enumerate().map(move |(i, line)| {
+        (
+            first.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+            line,
+        )
+    })
 }
 
 /// Cuts a `#` comment that starts the text or follows whitespace, so

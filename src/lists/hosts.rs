@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 
-use super::domains::numbered_lines;
+use super::domains::numbered_lines_from;
 use super::{Format, ParsedList, Scope, SkipReason, Verdict};
 
 /// Names hosts files map for the machine itself; never rules.
@@ -35,11 +35,19 @@ const BOILERPLATE: &[&str] = &[
 ];
 
 pub fn parse(text: &str) -> ParsedList {
-    let mut list = ParsedList::new(Format::Hosts);
-    let mut lines = 0;
+    let mut list = ParsedList::for_text(Format::Hosts, text);
+    let lines = parse_into(&mut list, text, 1);
+    list.set_line_count(lines);
+    list
+}
+
+/// The lines of `text`, numbered from `first`, into `list`; returns the
+/// last line's number.
+pub fn parse_into(list: &mut ParsedList, text: &str, first: u32) -> u32 {
+    let mut lines = first.saturating_sub(1);
     // Lists repeat one address on every line: parse it once.
     let mut last_addr: (&str, Option<IpAddr>) = ("", None);
-    for (n, raw) in numbered_lines(text) {
+    for (n, raw) in numbered_lines_from(text, first) {
         lines = n;
         let content = raw.find('#').map_or(raw, |at| &raw[..at]);
         let mut fields = content.split_ascii_whitespace();
@@ -80,8 +88,7 @@ pub fn parse(text: &str) -> ParsedList {
             list.skip(n, raw, SkipReason::NotSinkholeAddress);
         }
     }
-    list.set_line_count(lines);
-    list
+    lines
 }
 
 /// An IP address, allowing an IPv6 zone (`fe80::1%lo0`) as hosts files do.

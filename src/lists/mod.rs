@@ -194,6 +194,25 @@ impl ParsedList {
         }
     }
 
+    /// An empty list sized for `text`: its names cannot outgrow the text,
+    /// nor its rules its lines, so a million-line list is parsed without
+    /// the buffer doublings (and their moment of holding both the old and
+    /// the new buffer) that would otherwise set a reload's peak memory.
+    /// [`ParsedList::set_line_count`] gives back what was not used.
+    pub fn for_text(format: Format, text: &str) -> Self {
+        let mut list = Self::new(format);
+        list.names.reserve(text.len());
+        let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+        list.rules.reserve(lines);
+        list
+    }
+
+    /// Room for `names` bytes of names and `rules` rules.
+    pub fn reserve(&mut self, names: usize, rules: usize) {
+        self.names.reserve(names);
+        self.rules.reserve(rules);
+    }
+
     /// Validates `name` and records it as a rule, or records the line as
     /// skipped with the name error. Returns whether a rule was added.
     pub fn push_rule(
@@ -260,32 +279,39 @@ impl ParsedList {
         if rejected.is_empty() {
             return;
         }
-        let mut names = String::with_capacity(self.names.len());
-        let mut rules = Vec::with_capacity(self.rules.len() - rejected.len());
-        let mut actions = Vec::with_capacity(self.actions.len());
-        let mut old_actions = self.actions.iter().peekable();
+        // Compacted in place: a guard rejecting three lines of a million
+        // must not copy the million (a reload's peak memory).
         let mut gone = rejected.iter().map(|r| r.0).peekable();
-        let mut start = 0usize;
-        for (i, r) in self.rules.iter().enumerate() {
+        let mut kept = 0usize;
+        let mut read_start = 0usize;
+        let mut write_end = 0usize;
+        let mut actions = self.actions.iter().copied().peekable();
+        let mut kept_actions = Vec::with_capacity(self.actions.len());
+        // SAFETY: names hold only ASCII (`normalize_into` admits nothing
+        // else), so moving whole names keeps the buffer valid UTF-8.
+        let names = unsafe { self.names.as_mut_vec() };
+        for i in 0..self.rules.len() {
+            let r = self.rules[i];
             let end = r.end as usize;
-            let action = old_actions
-                .next_if(|(at, _)| *at as usize == i)
-                .map(|(_, a)| *a);
+            let action = actions.next_if(|(at, _)| *at as usize == i).map(|(_, a)| a);
             if gone.next_if_eq(&i).is_none() {
-                names.push_str(&self.names[start..end]);
+                let len = end - read_start;
+                names.copy_within(read_start..end, write_end);
+                write_end += len;
                 if let Some(a) = action {
-                    actions.push((rules.len() as u32, a));
+                    kept_actions.push((kept as u32, a));
                 }
-                rules.push(PackedRule {
-                    end: names.len() as u32,
-                    ..*r
-                });
+                self.rules[kept] = PackedRule {
+                    end: write_end as u32,
+                    ..r
+                };
+                kept += 1;
             }
-            start = end;
+            read_start = end;
         }
-        self.names = names;
-        self.rules = rules;
-        self.actions = actions;
+        names.truncate(write_end);
+        self.rules.truncate(kept);
+        self.actions = kept_actions;
         for (_, line, name, reason) in rejected {
             self.skip(line, &name, reason);
         }
@@ -319,9 +345,17 @@ impl ParsedList {
         }
     }
 
-    /// Records how many lines the source had (for reports).
+    /// Records how many lines the source had (for reports); the parse is
+    /// over, so unused room goes back (shrinking a large buffer moves
+    /// nothing: the allocator trims it where it lies).
     pub fn set_line_count(&mut self, lines: u32) {
         self.lines = lines;
+        if self.names.capacity() - self.names.len() > self.names.len() / 8 {
+            self.names.shrink_to_fit();
+        }
+        if self.rules.capacity() - self.rules.len() > self.rules.len() / 8 {
+            self.rules.shrink_to_fit();
+        }
     }
 
     pub fn format(&self) -> Format {
@@ -406,6 +440,44 @@ pub enum FormatChoice {
 }
 
 /// Parses a whole list. `Auto` looks at the content to pick a format.
+/// Whether `format` can be parsed a chunk of whole lines at a time
+/// ([`parse_chunk`]): every format but RPZ, whose records may span lines
+/// and whose `$ORIGIN` carries over.
+pub fn line_by_line(format: Format) -> bool {
+    format != Format::Rpz
+}
+
+/// Parses a chunk of whole lines of a longer list into `list`, numbering
+/// from `first`; returns the last line's number. Only for formats that are
+/// [`line_by_line`] (RPZ is parsed whole).
+pub fn parse_chunk(list: &mut ParsedList, text: &str, first: u32) -> u32 {
+    match list.format() {
+        Format::Domains | Format::Wildcard => domains::parse_names_into(list, text, first),
+        Format::Hosts => hosts::parse_into(list, text, first),
+        Format::Adblock => adblock::parse_into(list, text, first),
+        Format::Rpz => {
+            *list = rpz::parse(text);
+            list.line_count()
+        }
+    }
+}
+
+/// The format of a list whose first part is `head`.
+pub fn choose_format(head: &str, choice: FormatChoice) -> Format {
+    match choice {
+        FormatChoice::Fixed(f) => f,
+        FormatChoice::Auto => detect::detect(head),
+    }
+}
+
+/// An empty list of `format`, sized for a file of `bytes` whose lines are
+/// about `line_len` bytes long (estimated from its first part).
+pub fn sized_for(format: Format, bytes: usize, line_len: usize) -> ParsedList {
+    let mut list = ParsedList::new(format);
+    list.reserve(bytes, bytes / line_len.max(1) + 1);
+    list
+}
+
 pub fn parse(text: &str, choice: FormatChoice) -> ParsedList {
     let format = match choice {
         FormatChoice::Fixed(f) => f,

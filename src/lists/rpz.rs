@@ -637,7 +637,7 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
         Self {
-            list: ParsedList::new(Format::Rpz),
+            list: ParsedList::for_text(Format::Rpz, text),
             lines: Lines::new(text),
             line_count: 0,
             reread_until: 0,
