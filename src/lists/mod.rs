@@ -9,6 +9,7 @@ mod detect;
 pub mod domains;
 pub mod guard;
 pub mod hosts;
+pub mod read;
 pub mod remote;
 pub mod rpz;
 pub mod signature;
@@ -439,7 +440,6 @@ pub enum FormatChoice {
     Fixed(Format),
 }
 
-/// Parses a whole list. `Auto` looks at the content to pick a format.
 /// Whether `format` can be parsed a chunk of whole lines at a time
 /// ([`parse_chunk`]): every format but RPZ, whose records may span lines
 /// and whose `$ORIGIN` carries over.
@@ -478,6 +478,7 @@ pub fn sized_for(format: Format, bytes: usize, line_len: usize) -> ParsedList {
     list
 }
 
+/// Parses a whole list. `Auto` looks at the content to pick a format.
 pub fn parse(text: &str, choice: FormatChoice) -> ParsedList {
     let format = match choice {
         FormatChoice::Fixed(f) => f,

@@ -55,6 +55,48 @@ pub fn verify(public_key: &str, list: &[u8], signature: &[u8]) -> Result<(), Sig
     })
 }
 
+/// A signature read and matched to its key, ready to check a list that is
+/// read a chunk at a time ([`Expected::verifier`]).
+pub struct Expected {
+    key: PublicKey,
+    signature: Signature,
+}
+
+impl Expected {
+    pub fn new(public_key: &str, signature: &[u8]) -> Result<Self, SignatureError> {
+        let key = PublicKey::from_base64(public_key).map_err(|_| SignatureError::WrongKey)?;
+        let text = std::str::from_utf8(signature).map_err(|_| SignatureError::Malformed)?;
+        let signature = Signature::decode(text).map_err(|_| SignatureError::Malformed)?;
+        Ok(Self { key, signature })
+    }
+
+    /// Hashes what it is given; [`Verifier::finish`] says whether that was
+    /// the signed file. Only prehashed signatures (minisign's default) can
+    /// be checked this way, and only those are accepted anyway.
+    pub fn verifier(&self) -> Result<Verifier<'_>, SignatureError> {
+        self.key
+            .verify_stream(&self.signature)
+            .map(Verifier)
+            .map_err(|e| match e {
+                Error::UnexpectedKeyId => SignatureError::WrongKey,
+                Error::UnsupportedLegacyMode | Error::UnexpectedAlgorithm => SignatureError::Legacy,
+                _ => SignatureError::Malformed,
+            })
+    }
+}
+
+pub struct Verifier<'a>(minisign_verify::StreamVerifier<'a>);
+
+impl Verifier<'_> {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(mut self) -> Result<(), SignatureError> {
+        self.0.finalize().map_err(|_| SignatureError::Bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +120,24 @@ mod tests {
     fn another_key_is_named() {
         let other = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
         assert_eq!(verify(other, SIGNED, SIG), Err(SignatureError::WrongKey));
+    }
+
+    #[test]
+    fn a_stream_verifies_like_the_whole() {
+        let expected = Expected::new(KEY, SIG).unwrap();
+        let mut v = expected.verifier().unwrap();
+        for piece in SIGNED.chunks(3) {
+            v.update(piece);
+        }
+        assert_eq!(v.finish(), Ok(()));
+        let mut v = expected.verifier().unwrap();
+        v.update(b"hi!\n");
+        assert_eq!(v.finish(), Err(SignatureError::Bad));
+        let other = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        assert_eq!(
+            Expected::new(other, SIG).unwrap().verifier().err(),
+            Some(SignatureError::WrongKey)
+        );
     }
 
     #[test]

@@ -72,9 +72,10 @@ impl Unreadable {
     }
 }
 
-/// Reads a regular file of at most `cap` bytes without ever blocking on
+/// Opens a regular file of at most `cap` bytes without ever blocking on
 /// open: FIFOs, devices, sockets and directories are refused by type.
-pub fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, Unreadable> {
+/// Returns the file and what `fstat` said of it.
+pub fn open_regular(path: &Path, cap: u64) -> Result<(std::fs::File, Stamp), Unreadable> {
     let io = |e: std::io::Error| Unreadable::Io(io_reason(&e));
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -99,13 +100,154 @@ pub fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, Unreadable> {
     if meta.len() > cap {
         return Err(Unreadable::TooBig { limit: cap });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok((file, Stamp::of(&meta)))
+}
+
+/// Reads a whole regular file of at most `cap` bytes ([`open_regular`]).
+pub fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, Unreadable> {
+    let (file, stamp) = open_regular(path, cap)?;
+    let mut bytes = Vec::with_capacity(stamp.len as usize);
     // The file may grow while it is read: never take more than the cap.
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Unreadable::Io(io_reason(&e)))?;
     if bytes.len() as u64 > cap {
         return Err(Unreadable::TooBig { limit: cap });
     }
     Ok(bytes)
+}
+
+/// What `stat` says of a file, enough to tell that it has not been touched
+/// since: a rename over it changes the inode, a write in place the
+/// modification and change times, a truncation the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    pub len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the file at `path` now (following symlinks, as a read
+    /// would), if it can be had.
+    pub fn now(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|m| Self::of(&m))
+    }
+}
+
+/// A regular file read a chunk of whole lines at a time, so a list of a
+/// million lines is never held whole: a chunk is parsed and dropped, and a
+/// reload's memory is the parsed list, not the parsed list plus its text.
+pub struct LineChunks {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    /// `buf[start..end]` was read but not yet handed out (a line's start).
+    start: usize,
+    end: usize,
+    read: u64,
+    cap: u64,
+}
+
+/// Bytes asked of the kernel at a time; a line longer than this grows the
+/// buffer (within the file's cap).
+const CHUNK: usize = 1 << 20;
+
+impl LineChunks {
+    pub fn new(file: std::fs::File, cap: u64) -> Self {
+        Self::with_chunk(file, cap, CHUNK)
+    }
+
+    /// As [`LineChunks::new`], reading `chunk` bytes at a time (tests cut
+    /// small chunks to cross every boundary).
+    pub fn with_chunk(file: std::fs::File, cap: u64, chunk: usize) -> Self {
+        Self {
+            file,
+            buf: vec![0; chunk.max(1)],
+            start: 0,
+            end: 0,
+            read: 0,
+            cap,
+        }
+    }
+
+    /// The next chunk: whole lines, ending in `\n` unless it is the file's
+    /// last. `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, Unreadable> {
+        loop {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.file.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Unreadable::Io(io_reason(&e))),
+                }
+            };
+            self.read += n as u64;
+            // The file may grow while it is read: never take more than the cap.
+            if self.read > self.cap {
+                return Err(Unreadable::TooBig { limit: self.cap });
+            }
+            let cut = if n == 0 {
+                if self.end == 0 {
+                    return Ok(None);
+                }
+                self.end
+            } else {
+                self.end += n;
+                match self.buf[..self.end].iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            self.start = cut;
+            return Ok(Some(&self.buf[..cut]));
+        }
+    }
+}
+
+/// A digest of a list's bytes, the same however they are cut into chunks:
+/// equal bytes, equal digest; a reload that finds the same digest changes
+/// nothing.
+#[derive(Default)]
+pub struct Digest(std::hash::DefaultHasher);
+
+impl Digest {
+    pub fn update(&mut self, bytes: &[u8]) {
+        // SipHash keeps a partial word between calls, so chunk boundaries
+        // do not change the result (`write_usize`-style length suffixes
+        // would).
+        std::hash::Hasher::write(&mut self.0, bytes);
+    }
+
+    pub fn finish(&self) -> u64 {
+        std::hash::Hasher::finish(&self.0)
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut d = Self::default();
+        d.update(bytes);
+        d.finish()
+    }
 }
 
 /// The OS error without Rust's "(os error 2)" suffix.
@@ -128,57 +270,118 @@ pub struct Text<'a> {
 /// Checks that `bytes` look like a list (text, not HTML) and decodes them.
 /// `content_type` is the download's `Content-Type`, when there was one.
 pub fn decode<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Text<'a>, Unreadable> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    if content_type.is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
-    }) || starts_like_html(bytes)
-    {
-        return Err(Unreadable::Html);
-    }
-    if let Some(at) = memchr_nul(bytes) {
-        return Err(Unreadable::Binary {
-            line: line_of(bytes, at),
-        });
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(Text {
-            text: text.into(),
-            not_utf8: Vec::new(),
-        }),
-        Err(_) => decode_lines(bytes),
-    }
+    let mut decoder = Decoder::new(content_type);
+    let text = decoder.feed(bytes)?;
+    let not_utf8 = decoder.finish()?;
+    Ok(Text { text, not_utf8 })
 }
 
-/// The slow path: some line is not UTF-8. Such lines are blanked (kept as
-/// lines, so numbering holds) and listed; if most of the file is not text,
-/// the file is binary.
-fn decode_lines(bytes: &[u8]) -> Result<Text<'static>, Unreadable> {
-    let mut text = String::with_capacity(bytes.len());
-    let mut not_utf8 = Vec::new();
-    let mut bad_bytes = 0usize;
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if i > 0 {
-            text.push('\n');
+/// [`decode`] a chunk of whole lines at a time ([`LineChunks`]): the first
+/// chunk is where a BOM or an HTML page shows; NULs and lines that are not
+/// UTF-8 are located by their line in the whole list.
+pub struct Decoder {
+    html_type: bool,
+    /// No chunk yet (a BOM is looked for).
+    first: bool,
+    /// Some byte that is not blank has been seen (an HTML page would have
+    /// shown by then).
+    head_seen: bool,
+    /// Lines in the chunks before this one.
+    lines: u32,
+    bytes: usize,
+    bad_bytes: usize,
+    not_utf8: Vec<u32>,
+}
+
+impl Decoder {
+    pub fn new(content_type: Option<&str>) -> Self {
+        let html_type = content_type.is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+        });
+        Self {
+            html_type,
+            first: true,
+            head_seen: false,
+            lines: 0,
+            bytes: 0,
+            bad_bytes: 0,
+            not_utf8: Vec::new(),
         }
-        match std::str::from_utf8(line) {
-            Ok(l) => text.push_str(l),
-            Err(_) => {
-                not_utf8.push(u32::try_from(i + 1).unwrap_or(u32::MAX));
-                bad_bytes += line.len();
+    }
+
+    /// Lines in the chunks fed so far.
+    pub fn lines(&self) -> u32 {
+        self.lines
+    }
+
+    /// The text of `chunk` (whole lines), lines that are not UTF-8 blanked.
+    pub fn feed<'a>(&mut self, chunk: &'a [u8]) -> Result<std::borrow::Cow<'a, str>, Unreadable> {
+        let chunk = if !self.head_seen {
+            // The head: a BOM at the very start; an HTML page shows at the
+            // first bytes that are not blank, which may be a chunk or two
+            // later (chunks are whole lines, so a tag is never cut).
+            let chunk = if std::mem::take(&mut self.first) {
+                chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk)
+            } else {
+                chunk
+            };
+            if self.html_type || starts_like_html(chunk) {
+                return Err(Unreadable::Html);
+            }
+            self.head_seen = !chunk.iter().all(u8::is_ascii_whitespace);
+            chunk
+        } else {
+            chunk
+        };
+        if let Some(at) = memchr_nul(chunk) {
+            return Err(Unreadable::Binary {
+                line: self.lines.saturating_add(line_of(chunk, at)),
+            });
+        }
+        self.bytes += chunk.len();
+        let text = match std::str::from_utf8(chunk) {
+            Ok(text) => text.into(),
+            Err(_) => self.decode_lines(chunk).into(),
+        };
+        let newlines = chunk.iter().filter(|b| **b == b'\n').count();
+        self.lines = self
+            .lines
+            .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+        Ok(text)
+    }
+
+    /// The slow path: some line is not UTF-8. Such lines are blanked (kept
+    /// as lines, so numbering holds) and listed.
+    fn decode_lines(&mut self, chunk: &[u8]) -> String {
+        let mut text = String::with_capacity(chunk.len());
+        for (i, line) in chunk.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                text.push('\n');
+            }
+            match std::str::from_utf8(line) {
+                Ok(l) => text.push_str(l),
+                Err(_) => {
+                    let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    self.not_utf8.push(self.lines.saturating_add(n));
+                    self.bad_bytes += line.len();
+                }
             }
         }
+        text
     }
-    if bad_bytes * 2 > bytes.len() {
-        return Err(Unreadable::Binary {
-            line: not_utf8.first().copied().unwrap_or(1),
-        });
+
+    /// The lines that were not UTF-8; if most of the bytes were not text,
+    /// the whole thing is a binary file.
+    pub fn finish(self) -> Result<Vec<u32>, Unreadable> {
+        if self.bad_bytes * 2 > self.bytes {
+            return Err(Unreadable::Binary {
+                line: self.not_utf8.first().copied().unwrap_or(1),
+            });
+        }
+        Ok(self.not_utf8)
     }
-    Ok(Text {
-        text: text.into(),
-        not_utf8,
-    })
 }
 
 fn starts_like_html(bytes: &[u8]) -> bool {
