@@ -84,8 +84,27 @@ const UPSTREAM_INFLIGHT: usize = 10_000;
 /// admin and TCP connections, the runtime's own.
 const RESERVED_FDS: u64 = 1024;
 
+/// Allocations from this size up get pages of their own (`mmap`), which go
+/// back to the system the moment they are freed.
+const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+
+/// Pins glibc's mmap threshold. Left alone it rises to the size of each
+/// large block freed (up to 32 MiB), so after the first reload a list's
+/// buffers come from the heap instead, where old and new policy interleave
+/// and a freed one cannot always be returned: measured on a 1M-name list,
+/// reload peaks crept from 1.47x to 1.8x steady RSS over four reloads, and
+/// RSS stayed 50% up after some. Pinned, every reload peaks at 1.47x and
+/// falls back to steady. The DNS path allocates nothing this large.
+fn fix_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 /// `sinkhole serve`: runs until SIGTERM or SIGINT; SIGHUP reloads lists.
 pub fn serve(config: Config) -> Result<(), AppError> {
+    fix_mmap_threshold();
     let labels: Vec<ListLabels<'_>> = config
         .lists
         .iter()

@@ -25,8 +25,8 @@ use crate::config::{Config, Guard, ListSource};
 use crate::lists::guard::{Protected, shrinks_too_much};
 use crate::lists::remote::{FetchError, Validators};
 use crate::lists::signature::{self, SignatureError};
-use crate::lists::source::{self, Escaped, MAX_FILE_BYTES, Unreadable};
-use crate::lists::{self, Format, ParsedList, SkipLog, SkipReason};
+use crate::lists::source::{self, Digest, Escaped, MAX_FILE_BYTES, Stamp, Unreadable};
+use crate::lists::{self, Format, ParsedList, SkipLog, SkipReason, read};
 use crate::policy::{self, Category, ListInput, Live, Policy, PolicyError};
 
 /// Why a version of a list was not taken. Displayed as `WHERE:LINE: why`
@@ -154,6 +154,8 @@ struct Version {
     parsed: Arc<ParsedList>,
     /// Of the bytes it was parsed from: the same bytes again change nothing.
     digest: u64,
+    /// A local file's `stat` when it was read: the same again is not read.
+    stamp: Option<Stamp>,
     updated: SystemTime,
     source: Source,
 }
@@ -238,7 +240,7 @@ impl Reloader {
         for (i, source) in config.lists.iter().enumerate() {
             let slot = match &source.remote {
                 None => {
-                    let (parsed, digest) =
+                    let (parsed, digest, stamp) =
                         load_file(source, &config.guard, &protected, None, false).map_err(
                             |error| StartError::List {
                                 name: source.name.clone(),
@@ -250,6 +252,7 @@ impl Reloader {
                         version: Some(Version {
                             parsed: Arc::new(parsed),
                             digest,
+                            stamp: Some(stamp),
                             updated: now,
                             source: Source::File,
                         }),
@@ -283,7 +286,8 @@ impl Reloader {
                                     parsed_kinds.push((i, parsed.skipped().by_kind));
                                     Slot {
                                         version: Some(Version {
-                                            digest: digest(&copy.bytes),
+                                            digest: Digest::of(&copy.bytes),
+                                            stamp: None,
                                             parsed: Arc::new(parsed),
                                             updated: copy.updated,
                                             source: Source::Disk,
@@ -426,9 +430,17 @@ impl Reloader {
             }
         }
         if changed {
+            let started = std::time::Instant::now();
             match build_policy(&self.sources, &self.categories, &slots) {
                 Ok(policy) => {
+                    let rules = policy.rule_count();
                     let old = self.live.swap(Arc::new(policy));
+                    tracing::info!(
+                        event = "policy_built",
+                        rules,
+                        build_ms = started.elapsed().as_millis() as u64,
+                        "new policy in service"
+                    );
                     release(old);
                     built = true;
                 }
@@ -480,9 +492,10 @@ impl Reloader {
         parsed_kinds: &mut Vec<(usize, [u64; SkipReason::KINDS.len()])>,
         i: usize,
     ) -> Taken {
+        let started = std::time::Instant::now();
         let in_service = slot.version.as_ref().map(|v| v.parsed.len());
         let known = slot.version.as_ref().map(|v| v.digest);
-        let (parsed, digest, copy) = match arrival {
+        let (parsed, digest, copy, stamp) = match arrival {
             Arrival::NotModified => {
                 if let Some(v) = &mut slot.version {
                     v.source = Source::Url;
@@ -505,29 +518,25 @@ impl Reloader {
                 return Taken::Not(ListError::Fetch { at, error });
             }
             Arrival::ReadFile => {
-                let at = source.path.display().to_string();
-                let bytes = match source::read_regular_file(&source.path, MAX_FILE_BYTES) {
-                    Ok(b) => b,
-                    Err(what) => return Taken::Not(ListError::Unreadable { at, what }),
-                };
-                let d = digest(&bytes);
-                if known == Some(d) {
+                // Untouched since it was read (a SIGHUP, a reload of
+                // another list, an event for a neighbour in the directory):
+                // not read again. A forced reload reads regardless.
+                let stamp = slot.version.as_ref().and_then(|v| v.stamp);
+                if !force && stamp.is_some() && stamp == Stamp::now(&source.path) {
                     slot.health = Health::Ok;
                     return Taken::Same;
                 }
-                let sig = local_signature(source);
-                match accept(
-                    source,
-                    &self.guard,
-                    &self.protected,
-                    &bytes,
-                    None,
-                    sig.as_deref().map_err(Clone::clone),
-                    in_service,
-                    force,
-                    &at,
-                ) {
-                    Ok(p) => (p, d, None),
+                match load_file(source, &self.guard, &self.protected, in_service, force) {
+                    Ok((p, d, stamp)) => {
+                        if known == Some(d) {
+                            if let Some(v) = &mut slot.version {
+                                v.stamp = Some(stamp);
+                            }
+                            slot.health = Health::Ok;
+                            return Taken::Same;
+                        }
+                        (p, d, None, Some(stamp))
+                    }
                     Err(e) => return Taken::Not(e),
                 }
             }
@@ -541,7 +550,7 @@ impl Reloader {
                     .remote
                     .as_ref()
                     .map_or_else(String::new, |r| r.url.clone());
-                let d = digest(&bytes);
+                let d = Digest::of(&bytes);
                 if known == Some(d) {
                     // Same body without a 304 (a server that ignores our
                     // validators): nothing to rebuild.
@@ -576,7 +585,7 @@ impl Reloader {
                             validators,
                             updated: now,
                         };
-                        (p, d, Some(copy))
+                        (p, d, Some(copy), None)
                     }
                     Err(e) => return Taken::Not(e),
                 }
@@ -595,11 +604,13 @@ impl Reloader {
             previous = in_service.unwrap_or(0),
             skipped = parsed.skipped().count,
             source = source_kind.as_str(),
+            read_ms = started.elapsed().as_millis() as u64,
             "list taken"
         );
         slot.version = Some(Version {
             parsed: Arc::new(parsed),
             digest,
+            stamp,
             updated: now,
             source: source_kind,
         });
@@ -651,41 +662,60 @@ fn local_signature(source: &ListSource) -> Result<Vec<u8>, SignatureError> {
         .map_err(|e| SignatureError::Missing(format!("{}: {e}", path.display())))
 }
 
-/// Reads, verifies and parses a local list (`check`, `explain`, start).
+/// Reads, verifies and parses a local list a chunk at a time ([`read`]),
+/// then judges it as any version ([`judge`]). For start, reloads, `check`,
+/// `explain` and `diff` alike. Returns the list, its digest and the file's
+/// stamp.
 pub fn load_file(
     source: &ListSource,
     guard: &Guard,
     protected: &Protected,
     in_service: Option<usize>,
     force: bool,
-) -> Result<(ParsedList, u64), ListError> {
+) -> Result<(ParsedList, u64, Stamp), ListError> {
     let at = source.path.display().to_string();
-    let bytes = source::read_regular_file(&source.path, MAX_FILE_BYTES).map_err(|what| {
-        ListError::Unreadable {
+    let signature_error = |error| ListError::Signature {
+        at: at.clone(),
+        error,
+    };
+    let expected = match &source.public_key {
+        None => None,
+        Some(key) => {
+            let sig = local_signature(source).map_err(signature_error)?;
+            Some(signature::Expected::new(key, &sig).map_err(signature_error)?)
+        }
+    };
+    let file = read::read_file(
+        &source.path,
+        MAX_FILE_BYTES,
+        source.format,
+        expected.as_ref(),
+    )
+    .map_err(|e| match e {
+        read::ReadError::Unreadable(what) => ListError::Unreadable {
             at: at.clone(),
             what,
-        }
+        },
+        read::ReadError::Signature(error) => signature_error(error),
     })?;
-    let sig = local_signature(source);
-    let parsed = accept(
+    let parsed = judge(
         source,
         guard,
         protected,
-        &bytes,
-        None,
-        sig.as_deref().map_err(Clone::clone),
+        file.parsed,
+        file.not_utf8,
         in_service,
         force,
         &at,
     )?;
-    Ok((parsed, digest(&bytes)))
+    Ok((parsed, file.digest, file.stamp))
 }
 
 /// Reads and parses one list as `check` does, with the default guard.
 pub fn load_list(source: &ListSource) -> Result<ParsedList, ListError> {
     let guard = Guard::default();
     let protected = Protected::new(&guard.protected);
-    load_file(source, &guard, &protected, None, false).map(|(p, _)| p)
+    load_file(source, &guard, &protected, None, false).map(|(p, ..)| p)
 }
 
 /// A list as `check` reads it from disk: a local list's file, or a remote
@@ -693,7 +723,7 @@ pub fn load_list(source: &ListSource) -> Result<ParsedList, ListError> {
 pub fn check_file(config: &Config, source: &ListSource) -> Result<ParsedList, ListError> {
     let protected = Protected::new(&config.guard.protected);
     let Some(remote) = &source.remote else {
-        return load_file(source, &config.guard, &protected, None, false).map(|(p, _)| p);
+        return load_file(source, &config.guard, &protected, None, false).map(|(p, ..)| p);
     };
     let copy = state::read_copy(source).ok_or_else(|| ListError::NeverFetched {
         at: remote.url.clone(),
@@ -785,8 +815,34 @@ fn accept(
         at: at.to_owned(),
         what,
     })?;
-    let mut parsed = lists::parse(&text.text, source.format);
-    for line in text.not_utf8 {
+    let parsed = lists::parse(&text.text, source.format);
+    judge(
+        source,
+        guard,
+        protected,
+        parsed,
+        text.not_utf8,
+        in_service,
+        force,
+        at,
+    )
+}
+
+/// The rules every version must pass, however it was read: lines that were
+/// not UTF-8 reported, an allowlist made one, protected names rejected,
+/// not empty where that would lose rules, not shrunk past the guard.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    source: &ListSource,
+    guard: &Guard,
+    protected: &Protected,
+    mut parsed: ParsedList,
+    not_utf8: Vec<u32>,
+    in_service: Option<usize>,
+    force: bool,
+    at: &str,
+) -> Result<ParsedList, ListError> {
+    for line in not_utf8 {
         parsed.skip(line, "", SkipReason::Unrecognised("not UTF-8 text"));
     }
     parsed.sort_skipped();
@@ -824,16 +880,6 @@ fn accept(
         });
     }
     Ok(parsed)
-}
-
-/// A fast digest of a list's bytes: equal bytes, equal digest; a reload
-/// that finds the same digest changes nothing.
-fn digest(bytes: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(bytes);
-    h.write_usize(bytes.len());
-    h.finish()
 }
 
 /// Frees the policy taken out of service here, on the builder thread: a
