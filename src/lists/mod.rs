@@ -203,7 +203,7 @@ impl ParsedList {
     pub fn for_text(format: Format, text: &str) -> Self {
         let mut list = Self::new(format);
         list.names.reserve(text.len());
-        let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+        let lines = memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1;
         list.rules.reserve(lines);
         list
     }

@@ -77,7 +77,7 @@ fn read_chunks(
         let text = decoder.feed(chunk)?;
         let list = list.get_or_insert_with(|| {
             let format = choose_format(&text, choice);
-            let lines = text.bytes().filter(|b| *b == b'\n').count().max(1);
+            let lines = memchr::memchr_iter(b'\n', text.as_bytes()).count().max(1);
             // Half the first chunk's average line length: room for the
             // rules of a file whose later lines are shorter, without a
             // doubling (untouched room costs address space, not memory).

@@ -214,7 +214,7 @@ impl LineChunks {
                 self.end
             } else {
                 self.end += n;
-                match self.buf[..self.end].iter().rposition(|b| *b == b'\n') {
+                match memchr::memrchr(b'\n', &self.buf[..self.end]) {
                     Some(i) => i + 1,
                     None => continue,
                 }
@@ -345,7 +345,7 @@ impl Decoder {
             Ok(text) => text.into(),
             Err(_) => self.decode_lines(chunk).into(),
         };
-        let newlines = chunk.iter().filter(|b| **b == b'\n').count();
+        let newlines = memchr::memchr_iter(b'\n', chunk).count();
         self.lines = self
             .lines
             .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
@@ -395,7 +395,7 @@ fn starts_like_html(bytes: &[u8]) -> bool {
 }
 
 fn memchr_nul(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == 0)
+    memchr::memchr(0, bytes)
 }
 
 fn line_of(bytes: &[u8], at: usize) -> u32 {
