@@ -72,7 +72,12 @@ grep -qx 'log: {queries: none}' "$HERE/conf/sinkhole.yaml" || { say "conf/sinkho
 sed -e "s|@@PORT@@|$PORT|; s|@@ADMIN_PORT@@|$ADMIN|; s|@@NSD_PORT@@|$NSD_PORT|; s|@@LIST@@|$WORK/union.txt|" \
     -e "s|^log: {queries: none}\$|log: $LOG|" \
     "$HERE/conf/sinkhole.yaml" > "$CONF"
-if ! "$BIN" check -c "$CONF" > "$WORK/check.log" 2>&1; then
+# `check` only to catch keys the binary does not know, on a one-name list:
+# the shared lists block three names under nhs.uk, which a binary with
+# guard.protected (issue 16) rejects as a whole, while `serve` skips them.
+echo "zoom.us" > "$WORK/check-list.txt"
+sed -e "s|$WORK/union.txt|$WORK/check-list.txt|" "$CONF" > "$WORK/check.yaml"
+if ! "$BIN" check -c "$WORK/check.yaml" > "$WORK/check.log" 2>&1; then
     if grep -q 'unknown field `log`' "$WORK/check.log" && [ -z "${PROFILE_LOG:-}" ]; then
         say "$BIN predates the \`log\` key: profiling it without that line"
         sed -i '/^log: /d' "$CONF"
