@@ -26,7 +26,9 @@
 # Environment: E2E_WORK (work dir; default a new /tmp/sinkhole-profile.XXXXXX),
 # E2E_DATA (default ../shared/data), PROFILE_QUERIES (default 5000),
 # SINKHOLE_BIN (profile this binary instead of building the checkout),
-# PROFILE_LOG (the `log:` setting, default `{queries: none}`).
+# PROFILE_LOG (the `log:` setting, default `{queries: none}`),
+# PROFILE_MONITOR=FILE (adds FILE as a list in a category with `action:
+# monitor`: what a trial list costs the queries it does not block).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,11 +74,16 @@ grep -qx 'log: {queries: none}' "$HERE/conf/sinkhole.yaml" || { say "conf/sinkho
 sed -e "s|@@PORT@@|$PORT|; s|@@ADMIN_PORT@@|$ADMIN|; s|@@NSD_PORT@@|$NSD_PORT|; s|@@LIST@@|$WORK/union.txt|" \
     -e "s|^log: {queries: none}\$|log: $LOG|" \
     "$HERE/conf/sinkhole.yaml" > "$CONF"
+if [ -n "${PROFILE_MONITOR:-}" ]; then
+    [ -f "$PROFILE_MONITOR" ] || { say "PROFILE_MONITOR=$PROFILE_MONITOR is not a file"; exit 1; }
+    sed -i -e '/^categories:$/a\  trial:\n    action: monitor' \
+        -e "/^lists:\$/a\\  - name: trial\n    category: trial\n    path: $PROFILE_MONITOR" "$CONF"
+fi
 # `check` only to catch keys the binary does not know, on a one-name list:
 # the shared lists block three names under nhs.uk, which a binary with
 # guard.protected (issue 16) rejects as a whole, while `serve` skips them.
 echo "zoom.us" > "$WORK/check-list.txt"
-sed -e "s|$WORK/union.txt|$WORK/check-list.txt|" "$CONF" > "$WORK/check.yaml"
+sed -e "s|^\(    path: \).*|\1$WORK/check-list.txt|" "$CONF" > "$WORK/check.yaml"
 if ! "$BIN" check -c "$WORK/check.yaml" > "$WORK/check.log" 2>&1; then
     if grep -q 'unknown field `log`' "$WORK/check.log" && [ -z "${PROFILE_LOG:-}" ]; then
         say "$BIN predates the \`log\` key: profiling it without that line"
