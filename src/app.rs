@@ -248,6 +248,7 @@ async fn run(
 
     let observer = Arc::new(Observer::new(metrics.clone(), audit.clone()));
     let pipeline = Arc::new(Pipeline::new(
+        config.access.stage(),
         reloader.live(),
         Cache::new(config.cache_size),
         BlockStyle {
@@ -607,5 +608,11 @@ pub fn explain(
     client: Option<String>,
 ) -> Result<Explanation, AppError> {
     let reloader = Reloader::start(config)?;
-    Ok(Explanation::new(&reloader.live().load(), name, client))
+    let admission = client
+        .as_deref()
+        .and_then(|c| c.parse::<std::net::IpAddr>().ok())
+        .map(|ip| config.access.stage().check(ip).as_str());
+    let mut e = Explanation::new(&reloader.live().load(), name, client);
+    e.access = admission;
+    Ok(e)
 }

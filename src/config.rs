@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use crate::dns::access::{Access, DEFAULT_ALLOW, MAX_NETS, Net, Refusal};
 use crate::lists::{Format, FormatChoice};
 use crate::policy::{Action, Alternative, Category, DomainName};
 
@@ -106,6 +107,32 @@ pub enum ClientShow {
     Hashed { key: String },
     /// Not at all.
     None,
+}
+
+/// Who may query the DNS listeners (`access:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessSettings {
+    pub allow: Vec<Net>,
+    pub refused: Refusal,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            allow: DEFAULT_ALLOW
+                .iter()
+                .filter_map(|n| Net::parse(n).ok())
+                .collect(),
+            refused: Refusal::Refuse,
+        }
+    }
+}
+
+impl AccessSettings {
+    /// The runtime stage.
+    pub fn stage(&self) -> Access {
+        Access::new(&self.allow, self.refused)
+    }
 }
 
 /// The audit log and the reports.
@@ -224,6 +251,7 @@ pub struct Config {
     /// Extra trusted roots (PEM) for `https://` list servers.
     pub tls_ca: Option<PathBuf>,
     pub guard: Guard,
+    pub access: AccessSettings,
 }
 
 impl Config {
@@ -403,6 +431,32 @@ impl Validator<'_> {
                     out
                 }
             },
+        };
+
+        let access = AccessSettings {
+            allow: match raw.access.allow {
+                None => AccessSettings::default().allow,
+                Some(nets) => {
+                    if nets.len() > MAX_NETS {
+                        return Err(self.error_at(
+                            "allow",
+                            "",
+                            format!(
+                                "access.allow: {} networks; at most {MAX_NETS} (a prefix that covers several is both shorter and faster)",
+                                nets.len()
+                            ),
+                        ));
+                    }
+                    let mut out = Vec::with_capacity(nets.len());
+                    for n in nets {
+                        out.push(Net::parse(&n).map_err(|e| {
+                            self.error_at("allow", &n, format!("access.allow: {n:?}: {e}"))
+                        })?);
+                    }
+                    out
+                }
+            },
+            refused: raw.access.refused.unwrap_or_default(),
         };
 
         let mut servers = Vec::new();
@@ -684,6 +738,7 @@ impl Validator<'_> {
             state_dir,
             tls_ca,
             guard,
+            access,
         })
     }
 }
@@ -769,6 +824,15 @@ struct RawConfig {
     tls_ca: Option<String>,
     #[serde(default)]
     guard: RawGuard,
+    #[serde(default)]
+    access: RawAccess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    allow: Option<Vec<String>>,
+    refused: Option<Refusal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1164,6 +1228,13 @@ from_str_visitor!(Action, "an action", |s| {
         let names: Vec<&str> = Action::CONFIGURABLE.iter().map(|a| a.as_str()).collect();
         format!("unknown action {s:?}; expected {}", one_of(&names))
     })
+});
+
+from_str_visitor!(Refusal, "refuse or drop", |s| {
+    [Refusal::Refuse, Refusal::Drop]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown value {s:?} for access.refused; expected refuse or drop"))
 });
 
 from_str_visitor!(LogQueries, "blocked, all or none", |s| {

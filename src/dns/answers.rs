@@ -30,6 +30,7 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 /// RFC 8914 INFO-CODEs we use.
 pub const EDE_FORGED_ANSWER: u16 = 4;
 pub const EDE_BLOCKED: u16 = 15;
+pub const EDE_PROHIBITED: u16 = 18;
 pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
 pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 /// Longest EXTRA-TEXT we send, so a long category name cannot bloat answers.

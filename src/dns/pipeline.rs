@@ -3,9 +3,13 @@
 //! ```text
 //!  Request ──► 1 parse ──► 2 access ──► 3 policy ──► 4 cache ──► 5 upstream ──► 6 response
 //!   (bytes,      parse.rs    access.rs    policy.rs    cache.rs    upstream/       answers.rs
-//!    client,        │                        │            │            │
-//!    transport,     └─ error answer          └─ blocked   └─ cached    └─ resumes in
+//!    client,        │           │            │            │            │
+//!    transport,     └─ error    └─ refused   └─ blocked   └─ cached    └─ resumes in
 //!    time)                                                                [`Pipeline::resume`]
+//!
+//! Access is decided first, from the client's address alone: a refused
+//! client's packet is parsed only to echo its question (`refused:
+//! refuse`), or not at all (`drop`).
 //!                            every query ends in [`Pipeline::finish`]: one QueryRecord
 //! ```
 //!
@@ -19,8 +23,7 @@
 //! [`QueryRecord`] to the observers (metrics today; the audit log and
 //! `/stats` plug in there too).
 //!
-//! Where the coming stages plug in: access control and rate limits in
-//! stage 2; per-network groups in stage 3 (the client is in the request);
+//! Where the coming stages plug in: rate limits in stage 2; per-network groups in stage 3 (the client is in the request);
 //! serve-stale in stage 5's "no answer" (the cache keeps expired entries a
 //! while); CNAME inspection between 5 and 6 (the validated reply is walked
 //! against the policy before it is cached); DoT/DoH upstreams in stage 5's
@@ -32,7 +35,7 @@ use std::time::Instant;
 use super::access::{Access, Admission};
 use super::answers::{
     self, BlockStyle, EDE_BLOCKED, EDE_FORGED_ANSWER, EDE_NO_REACHABLE_AUTHORITY,
-    EDE_NOT_AUTHORITATIVE, Extra,
+    EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, Extra,
 };
 use super::cache::{Cache, Key};
 use super::chase;
@@ -71,13 +74,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
+        access: Access,
         live: Arc<Live>,
         cache: Cache,
         style: BlockStyle,
         observer: Arc<dyn Observe>,
     ) -> Self {
         Self {
-            access: Access,
+            access,
             policy: PolicyStage::new(live),
             cache,
             style,
@@ -89,18 +93,28 @@ impl Pipeline {
         &self.cache
     }
 
+    /// Who may query (for `/explain?client=`).
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
     /// Stages 1–4: answers what needs no upstream into `out`.
     pub fn begin<'a>(&self, req: &Request<'a>, out: &mut Vec<u8>) -> Step<'a> {
+        // 2. access, ahead of the parse: the address decides.
+        match self.access.check(req.client.ip()) {
+            Admission::Admit => {}
+            Admission::Drop => return self.refused(req, None, out),
+            Admission::Refuse => {
+                let q = parse::parse(req.packet).ok();
+                return self.refused(req, q.as_ref(), out);
+            }
+        }
+
         // 1. parse
         let q = match parse::parse(req.packet) {
             Ok(q) => q,
             Err(rejection) => return self.reject(req, &rejection, out),
         };
-
-        // 2. access
-        match self.access.check(req) {
-            Admission::Admit => {}
-        }
 
         // 3. policy
         let snapshot = self.policy.snapshot();
@@ -412,6 +426,41 @@ impl Pipeline {
             duration: req.received.elapsed(),
         });
         Step::Answer
+    }
+
+    /// A client outside `access.allow`: REFUSED with EDE 18 when its query
+    /// parsed and `refused: refuse`; nothing otherwise (not even FORMERR:
+    /// a refused client learns nothing). Counted as `outcome="refused"`.
+    fn refused<'a>(&self, req: &Request<'a>, q: Option<&Query<'_>>, out: &mut Vec<u8>) -> Step<'a> {
+        let step = match q {
+            Some(q) => {
+                let text: [&[u8]; 1] = [b"client not in access.allow"];
+                let ede = Extra::Ede {
+                    code: EDE_PROHIBITED,
+                    text: &text,
+                };
+                answers::query_error(out, q, RCODE_REFUSED, ede);
+                Step::Answer
+            }
+            None => Step::Drop,
+        };
+        self.finish(&QueryRecord {
+            client: req.client,
+            transport: req.transport,
+            name: q.map(|q| q.qname),
+            qtype: q.map_or(0, |q| q.qtype),
+            decided: Decided::NotAsked,
+            cache: CacheLookup::NotAsked,
+            rcode: if q.is_some() {
+                u16::from(RCODE_REFUSED)
+            } else {
+                0
+            },
+            outcome: Outcome::Refused,
+            received: req.received,
+            duration: req.received.elapsed(),
+        });
+        step
     }
 
     /// Ends a query answered locally; its RCODE is read back from `out`.

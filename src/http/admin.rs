@@ -210,13 +210,17 @@ async fn explain(
         Ok(n) => n,
         Err(e) => return bad(format!("invalid name {name:?}: {e}")),
     };
-    if let Some(c) = &params.client
-        && c.parse::<std::net::IpAddr>().is_err()
-    {
-        return bad(format!("invalid client {c:?}: expected an IP address"));
-    }
+    let admission = match &params.client {
+        None => None,
+        Some(c) => match c.parse::<std::net::IpAddr>() {
+            Ok(ip) => Some(s.pipeline.access().check(ip).as_str()),
+            Err(_) => return bad(format!("invalid client {c:?}: expected an IP address")),
+        },
+    };
     let policy = s.reloader.live().load();
-    axum::Json(Explanation::new(&policy, &name, params.client)).into_response()
+    let mut e = Explanation::new(&policy, &name, params.client);
+    e.access = admission;
+    axum::Json(e).into_response()
 }
 
 /// `GET /stats`: the most blocked names, categories and clients over

@@ -25,6 +25,11 @@ pub struct Explanation {
     /// does not change the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// With a client: `allow` when `access.allow` admits it, else what it
+    /// gets instead of any decision: `refuse` (REFUSED, EDE 18) or `drop`
+    /// (no answer). Set by the caller, who knows the access stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<&'static str>,
 }
 
 impl Explanation {
@@ -41,6 +46,7 @@ impl Explanation {
             reason: None,
             alternatives: Vec::new(),
             client,
+            access: None,
         };
         let decision = policy.decide_name(name);
         let allowed_depth = match decision {
@@ -92,6 +98,17 @@ impl Explanation {
     /// A few lines for a person at a terminal.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        if let (Some(access), Some(client)) = (self.access, &self.client) {
+            s.push_str(&match access {
+                "allow" => format!("client {client}: allowed by access.allow\n"),
+                "refuse" => format!(
+                    "client {client}: REFUSED with EDE 18 (outside access.allow); it gets no decision. For an allowed client:\n"
+                ),
+                _ => format!(
+                    "client {client}: DROPPED, no answer (outside access.allow); it gets no decision. For an allowed client:\n"
+                ),
+            });
+        }
         match self.verdict {
             "block" => {
                 s.push_str(&format!(
