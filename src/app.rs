@@ -273,6 +273,7 @@ async fn run(
                 metrics: metrics.clone(),
                 stats: stats.clone(),
                 ready: ready.clone(),
+                token: config.listen.admin_token.clone().map(Arc::new),
             };
             tracing::info!(addr = %addr, "admin listening");
             Some(tokio::spawn(admin::serve(

@@ -61,6 +61,31 @@ pub struct Listen {
     /// The block page over TLS (with `blockpage.tls_cert` and `tls_key`).
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// `listen.admin_token_file`'s token: `POST /reload` needs it.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A bearer token for the admin API's writes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Whether `offered` is the token, compared in constant time (a
+    /// mismatch at the first byte takes as long as one at the last).
+    pub fn matches(&self, offered: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// What the block page says besides the category's facts.
@@ -705,6 +730,33 @@ impl Validator<'_> {
             (ClientSpec::Subnet, _) => ClientShow::Subnet,
             (ClientSpec::None, _) => ClientShow::None,
         };
+        let admin_token = match &listen.admin_token_file {
+            None => None,
+            Some(file) => {
+                let path = self.base.join(file);
+                let at = |why: String| {
+                    self.error_at(
+                        "admin_token_file",
+                        file,
+                        format!("listen.admin_token_file: {}: {why}", path.display()),
+                    )
+                };
+                let bytes = crate::lists::source::read_regular_file(&path, 4096)
+                    .map_err(|e| at(e.to_string()))?;
+                let text = String::from_utf8(bytes).map_err(|_| at("is not UTF-8 text".into()))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(at("is empty; put the token in it".into()));
+                }
+                if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(at(
+                        "holds spaces or control characters inside the token; it must be one word"
+                            .into(),
+                    ));
+                }
+                Some(AdminToken(token.to_owned()))
+            }
+        };
         Ok(Config {
             listen: Listen {
                 dns: listen
@@ -714,6 +766,7 @@ impl Validator<'_> {
                 http: listen.http.map(|a| a.0),
                 https: listen.https.map(|a| a.0),
                 admin: listen.admin.map(|a| a.0),
+                admin_token,
             },
             blockpage: BlockPage {
                 organisation: raw.blockpage.organisation,
@@ -872,6 +925,7 @@ struct RawListen {
     http: Option<ListenAddr>,
     https: Option<ListenAddr>,
     admin: Option<ListenAddr>,
+    admin_token_file: Option<String>,
 }
 
 impl RawListen {
@@ -882,6 +936,7 @@ impl RawListen {
             http: None,
             https: None,
             admin: Some(ListenAddr(SocketAddr::from(([127, 0, 0, 1], 9154)))),
+            admin_token_file: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminToken;
 use crate::dns::pipeline::Pipeline;
 use crate::metrics::Metrics;
 use crate::observe::clock::Utc;
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub stats: Arc<Mutex<Stats>>,
     /// Set once the DNS listeners are up.
     pub ready: Arc<AtomicBool>,
+    /// `listen.admin_token_file`: what `POST /reload` must present.
+    pub token: Option<Arc<AdminToken>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -148,8 +151,26 @@ struct ReloadParams {
 /// when any was kept (or is missing), naming it and why.
 async fn reload(
     State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<ReloadParams>, QueryRejection>,
 ) -> Response {
+    if let Some(token) = &s.token {
+        let offered = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !offered.is_some_and(|t| token.matches(t)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(ErrorBody {
+                    error: "POST /reload needs Authorization: Bearer <the token in listen.admin_token_file>".into(),
+                }),
+            )
+                .into_response();
+        }
+    }
     let bad = |msg: &str| {
         (
             StatusCode::BAD_REQUEST,

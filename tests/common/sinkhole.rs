@@ -69,6 +69,8 @@ pub struct Setup {
     pub blockpage_tls: Option<(PathBuf, PathBuf)>,
     /// Top-level YAML appended as is (`blockpage:`, `log:`, `stats:`...).
     extra_yaml: String,
+    /// Lines added under `listen:` (indented).
+    extra_listen: String,
 }
 
 impl Default for Setup {
@@ -100,6 +102,7 @@ impl Setup {
             blockpage_http: false,
             blockpage_tls: None,
             extra_yaml: String::new(),
+            extra_listen: String::new(),
         }
     }
 
@@ -112,6 +115,15 @@ impl Setup {
     /// Serves the block page over HTTPS with these files too.
     pub fn with_blockpage_tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
         self.blockpage_tls = Some((cert, key));
+        self
+    }
+
+    /// Appends lines (indented two spaces) to the `listen:` section.
+    pub fn yaml_listen(mut self, text: &str) -> Self {
+        self.extra_listen.push_str(text);
+        if !text.ends_with('\n') {
+            self.extra_listen.push('\n');
+        }
         self
     }
 
@@ -333,6 +345,7 @@ impl Setup {
         if let Some(h) = https {
             y += &format!("  https: {}\n", q(&h.to_string()));
         }
+        y += &self.extra_listen;
         let ups = if self.upstreams.is_empty() {
             // nothing listens here: tests without an upstream must not forward
             vec![ports::free_addr().to_string()]
