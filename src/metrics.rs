@@ -161,6 +161,7 @@ pub struct Metrics {
     builds: Counter,
     blockpage: [Counter; 3],
     log_dropped: Counter,
+    upstream_mismatched: Counter,
 }
 
 fn query_buckets() -> impl Iterator<Item = f64> {
@@ -375,6 +376,13 @@ impl Metrics {
             fetches,
         );
 
+        let upstream_mismatched = Counter::default();
+        registry.register(
+            "sinkhole_upstream_mismatched",
+            "Datagrams on an upstream socket that answer nothing we asked (another source, ID or question; late, stray or spoofed), dropped",
+            upstream_mismatched.clone(),
+        );
+
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -399,6 +407,7 @@ impl Metrics {
             builds,
             blockpage,
             log_dropped,
+            upstream_mismatched,
         }
     }
 
@@ -439,6 +448,11 @@ impl Metrics {
     /// The counter the audit log's queue counts refused lines with.
     pub fn log_dropped(&self) -> Counter {
         self.log_dropped.clone()
+    }
+
+    /// An upstream datagram that matched no query (dropped).
+    pub fn upstream_mismatched(&self) {
+        self.upstream_mismatched.inc();
     }
 
     pub fn upstream(&self, a: &UpstreamAttempt) {

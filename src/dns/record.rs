@@ -132,6 +132,9 @@ pub struct UpstreamAttempt {
 pub trait Observe: Send + Sync {
     fn query(&self, record: &QueryRecord<'_>);
     fn upstream(&self, attempt: &UpstreamAttempt);
+    /// A datagram on an upstream socket matched no query sent (another
+    /// source, ID or question: late, stray or spoofed) and was dropped.
+    fn upstream_mismatched(&self) {}
 }
 
 /// Wire-form name as text, lower case, no trailing dot (for logs); the

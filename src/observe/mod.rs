@@ -44,6 +44,10 @@ impl Observe for Observer {
     fn upstream(&self, a: &UpstreamAttempt) {
         self.metrics.upstream(a);
     }
+
+    fn upstream_mismatched(&self) {
+        self.metrics.upstream_mismatched();
+    }
 }
 
 #[cold]

@@ -460,24 +460,31 @@ impl Upstream {
         now: Instant,
         deliver: &mut impl FnMut(Waiting, Finished<'_>),
     ) {
+        // Whatever does not answer a query we sent is dropped, counted,
+        // and the query goes on waiting for the real answer.
         let packet = self.recv.packet(i);
         if packet.len() < HEADER_LEN {
+            self.observer.upstream_mismatched();
             return;
         }
         let id = u16::from_be_bytes([packet[0], packet[1]]);
         let Some(index) = self.waiting.find(slot, id) else {
+            self.observer.upstream_mismatched();
             return; // late, stray or spoofed: nobody waits for it
         };
         let Some(w) = self.waiting.get(index) else {
+            self.observer.upstream_mismatched();
             return;
         };
         let server = self.servers.addrs[w.server];
         let from = self.recv.peer(i);
         if from.map(|a| (a.ip(), a.port())) != Some((server.ip(), server.port())) {
+            self.observer.upstream_mismatched();
             return; // not from the server we asked
         }
         let question = w.held.query().question;
         let Ok(truncated) = matches(packet, id, question) else {
+            self.observer.upstream_mismatched();
             return; // another question under our ID: ignore it
         };
         let (server_index, took, qlen) = (
