@@ -484,14 +484,47 @@ impl Validator<'_> {
             refused: raw.access.refused.unwrap_or_default(),
         };
 
+        // Our own DNS listeners: an upstream that is one of them would send
+        // every query back to us (a forwarding loop).
+        let own: Vec<SocketAddr> = raw
+            .listen
+            .as_ref()
+            .and_then(|l| l.dns.as_ref())
+            .map_or_else(
+                || vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+                |v| v.iter().map(|a| a.0).collect(),
+            );
+        let host = HostAddresses::default();
         let mut servers = Vec::new();
         for s in &raw.upstream.servers {
             match s {
-                UpstreamSpec::Addr(a) => servers.push(*a),
+                UpstreamSpec::Addr(a) => {
+                    if let Some(l) = own.iter().find(|l| host.is_listener(**l, *a)) {
+                        return Err(self.error_at(
+                            "servers",
+                            &a.ip().to_string(),
+                            format!(
+                                "upstream {a} is this server's own listener (listen.dns {l}): every query would loop back to sinkhole; name the trust's resolvers instead"
+                            ),
+                        ));
+                    }
+                    servers.push(*a);
+                }
                 UpstreamSpec::System => {
                     let found = system_nameservers().map_err(|why| {
                         self.error_at("servers", "system", format!("upstream \"system\": {why}"))
                     })?;
+                    for a in &found {
+                        if let Some(l) = own.iter().find(|l| host.is_listener(**l, *a)) {
+                            return Err(self.error_at(
+                                "servers",
+                                "system",
+                                format!(
+                                    "upstream \"system\": /etc/resolv.conf names {a}, this server's own listener (listen.dns {l}): every query would loop back to sinkhole; name the trust's resolvers instead of \"system\", or point the host's resolv.conf elsewhere"
+                                ),
+                            ));
+                        }
+                    }
                     servers.extend(found);
                 }
             }
@@ -823,6 +856,68 @@ fn locate(text: &str, key: &str, value: &str) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// This host's addresses, read once (lazily) for the loop check.
+#[derive(Default)]
+struct HostAddresses(std::cell::OnceCell<Vec<IpAddr>>);
+
+impl HostAddresses {
+    /// Whether a query sent to `upstream` reaches `listener`: the same
+    /// address and port, or the listener's wildcard address and port in
+    /// the same family with `upstream` on this host (loopback or one of
+    /// its interfaces).
+    fn is_listener(&self, listener: SocketAddr, upstream: SocketAddr) -> bool {
+        if listener.port() != upstream.port() {
+            return false;
+        }
+        let (l, u) = (listener.ip(), upstream.ip().to_canonical());
+        if l == u {
+            return true;
+        }
+        l.is_unspecified()
+            && l.is_ipv4() == u.is_ipv4()
+            && (u.is_loopback() || u.is_unspecified() || self.all().contains(&u))
+    }
+
+    fn all(&self) -> &[IpAddr] {
+        self.0.get_or_init(interface_addresses)
+    }
+}
+
+/// The addresses of this host's interfaces (`getifaddrs`); none if it fails.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we walk read-only and
+    // free with freeifaddrs; each sockaddr is read as the family it says.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
 }
 
 /// Nameservers from `/etc/resolv.conf`, port 53.
