@@ -250,7 +250,7 @@ async fn run(
     let pipeline = Arc::new(Pipeline::new(
         config.access.stage(),
         reloader.live(),
-        Cache::new(config.cache_size),
+        Cache::new(config.cache_size).serving_stale(config.serve_stale),
         BlockStyle {
             ttl: config.block.ttl,
             redirect_v4: config.block.redirect_v4,

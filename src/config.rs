@@ -262,6 +262,9 @@ pub struct Config {
     pub upstream: Upstream,
     /// Entries; 0 disables caching.
     pub cache_size: usize,
+    /// RFC 8767: how long past expiry an answer may still be served when
+    /// no upstream answers; zero disables it.
+    pub serve_stale: Duration,
     pub block: BlockSettings,
     /// Defined categories plus one implicit category per list that names
     /// none (named after the list, with the default action).
@@ -818,6 +821,10 @@ impl Validator<'_> {
                 timeout: raw.upstream.timeout.map_or(Duration::from_secs(2), |d| d.0),
             },
             cache_size: raw.cache.size.unwrap_or(100_000),
+            serve_stale: raw
+                .cache
+                .serve_stale
+                .map_or(Duration::from_secs(86_400), |d| d.0),
             block,
             categories,
             lists,
@@ -1061,6 +1068,7 @@ fn default_servers() -> Vec<UpstreamSpec> {
 #[serde(deny_unknown_fields)]
 struct RawCache {
     size: Option<usize>,
+    serve_stale: Option<MaybeZeroDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1321,11 +1329,24 @@ from_str_visitor!(UpstreamSpec, "\"IP:PORT\" or \"system\"", |s| {
 #[derive(Debug, Clone, Copy)]
 struct DurationSpec(Duration);
 
+/// A duration where `0` means "off".
+#[derive(Debug, Clone, Copy)]
+struct MaybeZeroDuration(Duration);
+
+from_str_visitor!(MaybeZeroDuration, "a duration like \"1d\" or 0", |s| {
+    if s.trim() == "0" {
+        return Ok(MaybeZeroDuration(Duration::ZERO));
+    }
+    parse_duration(s)
+        .map(MaybeZeroDuration)
+        .ok_or_else(|| format!("{s:?} is not a duration; expected a number with a unit: ms, s, m, h or d (e.g. \"1d\"), or 0 for off"))
+});
+
 from_str_visitor!(DurationSpec, "a duration like \"500ms\" or \"2s\"", |s| {
     parse_duration(s)
         .filter(|d| !d.is_zero())
         .map(DurationSpec)
-        .ok_or_else(|| format!("{s:?} is not a duration; expected a positive number with a unit: ms, s, m or h (e.g. \"500ms\", \"2s\")"))
+        .ok_or_else(|| format!("{s:?} is not a duration; expected a positive number with a unit: ms, s, m, h or d (e.g. \"500ms\", \"2s\")"))
 });
 
 #[derive(Debug, Clone, Copy)]
@@ -1360,6 +1381,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
         "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
         _ => None,
     }
 }
@@ -1534,7 +1556,7 @@ allowlists:
     fn errors_carry_line_and_column() {
         assert_eq!(
             err("listen:\n  dnss: []\n"),
-            "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `https`, `admin`"
+            "t.yaml:2:3: listen: unknown field `dnss`, expected one of `dns`, `http`, `https`, `admin`, `admin_token_file`"
         );
         let e = err("upstream:\n  servers: [\"127.0.0.1:53\"]\n  timeout: 2 parsecs\n");
         assert!(
@@ -1578,7 +1600,7 @@ allowlists:
     #[test]
     fn staff_and_monitoring_keys() {
         let c = parse(
-            "upstream: {servers: [\"127.0.0.1:53\"]}\n\
+            "upstream: {servers: [\"192.0.2.53:53\"]}\n\
              listen: {dns: [\"127.0.0.1:53\"], http: \"127.0.0.1:8080\"}\n\
              blockpage: {organisation: Trust, contact: IG}\n\
              categories:\n  v:\n    alternatives:\n      - Attend Anywhere\n      - {name: Teams, url: \"https://teams.microsoft.com\"}\n\

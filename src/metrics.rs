@@ -438,6 +438,9 @@ impl Metrics {
             CacheLookup::Miss => {
                 self.cache_lookups[1].inc();
             }
+            CacheLookup::Stale => {
+                self.cache_lookups[2].inc();
+            }
         }
     }
 

@@ -28,6 +28,7 @@ const TYPE_ANY: u16 = 255;
 pub const EDNS_PAYLOAD: u16 = 1232;
 
 /// RFC 8914 INFO-CODEs we use.
+pub const EDE_STALE_ANSWER: u16 = 3;
 pub const EDE_FORGED_ANSWER: u16 = 4;
 pub const EDE_BLOCKED: u16 = 15;
 pub const EDE_PROHIBITED: u16 = 18;
@@ -271,11 +272,49 @@ pub struct Upstreamed<'a> {
 /// Writes an upstream's answer for `q`: the client's ID, flags and
 /// question; the upstream's RCODE, sections, and AD when the client asked
 /// for it (AD or DO set, RFC 6840 §5.7); TTLs less `elapsed` seconds.
+/// A stale answer (RFC 8767): the stored answer with every TTL set to
+/// [`STALE_TTL`] and EDE 3 (Stale Answer), for when no upstream answered.
+pub fn stale(out: &mut Vec<u8>, q: &Query<'_>, a: &Upstreamed<'_>, transport: Transport) {
+    let text: [&[u8]; 1] = [b"stale answer: no upstream answered"];
+    let extra = Extra::Ede {
+        code: EDE_STALE_ANSWER,
+        text: &text,
+    };
+    stored(out, q, a, Ttls::All(STALE_TTL), extra, transport);
+}
+
+/// The TTL of a stale answer (RFC 8767 §4 suggests 30 s).
+pub const STALE_TTL: u32 = 30;
+
+enum Ttls {
+    /// Each as stored, less the entry's age in seconds.
+    Aged(u32),
+    /// Every one this value.
+    All(u32),
+}
+
 pub fn forwarded(
     out: &mut Vec<u8>,
     q: &Query<'_>,
     a: &Upstreamed<'_>,
     elapsed: u32,
+    transport: Transport,
+) {
+    let extra = if a.ede.is_empty() {
+        Extra::None
+    } else {
+        Extra::Relayed(a.ede)
+    };
+    stored(out, q, a, Ttls::Aged(elapsed), extra, transport);
+}
+
+/// A stored upstream answer for `q`, its TTLs rewritten as `ttls` says.
+fn stored(
+    out: &mut Vec<u8>,
+    q: &Query<'_>,
+    a: &Upstreamed<'_>,
+    ttls: Ttls,
+    extra: Extra<'_>,
     transport: Transport,
 ) {
     out.clear();
@@ -290,18 +329,22 @@ pub fn forwarded(
     // The question as this client spelt it (the stored one may differ in case).
     let end = (HEADER_LEN + q.question.len()).min(out.len());
     out[HEADER_LEN..end].copy_from_slice(&q.question[..end - HEADER_LEN]);
-    if elapsed > 0 {
-        for pair in a.ttl_offsets.chunks_exact(2) {
-            let at = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
-            let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
-            out[at..at + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+    match ttls {
+        Ttls::Aged(0) => {}
+        Ttls::Aged(elapsed) => {
+            for pair in a.ttl_offsets.chunks_exact(2) {
+                let at = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+                let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+                out[at..at + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+            }
+        }
+        Ttls::All(ttl) => {
+            for pair in a.ttl_offsets.chunks_exact(2) {
+                let at = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+                out[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+            }
         }
     }
-    let extra = if a.ede.is_empty() {
-        Extra::None
-    } else {
-        Extra::Relayed(a.ede)
-    };
     put_our_opt(out, q.edns, 0, extra);
     fit(out, q.id, q.question, q.edns, transport);
 }

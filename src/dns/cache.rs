@@ -149,6 +149,10 @@ pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     hasher: Keyed,
+    /// How long past expiry an entry is kept for [`Cache::lookup_stale`]
+    /// (RFC 8767). Kept entries still count against the capacity and are
+    /// the first evicted (they expire soonest), so memory stays bounded.
+    stale: Duration,
 }
 
 impl Cache {
@@ -172,7 +176,14 @@ impl Cache {
                 .collect(),
             per_shard,
             hasher: Keyed::random(),
+            stale: Duration::ZERO,
         }
+    }
+
+    /// Keeps expired entries `window` longer, for [`Cache::lookup_stale`].
+    pub fn serving_stale(mut self, window: Duration) -> Self {
+        self.stale = window;
+        self
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -200,11 +211,36 @@ impl Cache {
         let i = shard.position(hash, key.bytes())?;
         let entry = &shard.entries[i];
         if now >= entry.expires {
-            shard.remove(i);
+            // Past serve-stale's window too: gone. Within it: a miss that
+            // stays for the day no upstream answers.
+            if now >= entry.expires + self.stale {
+                shard.remove(i);
+            }
             return None;
         }
         let age = now.saturating_duration_since(entry.stored).as_secs() as u32;
         Some(read(&entry.answer(), age))
+    }
+
+    /// Lends an entry for `key` that expired less than the serve-stale
+    /// window ago (or has not expired), for when no upstream answered.
+    pub fn lookup_stale<R>(
+        &self,
+        key: &Key,
+        now: Instant,
+        read: impl FnOnce(&Upstreamed<'_>) -> R,
+    ) -> Option<R> {
+        if self.stale.is_zero() {
+            return None;
+        }
+        let (hash, shard) = self.shard(key)?;
+        let shard = shard.lock().ok()?;
+        let i = shard.position(hash, key.bytes())?;
+        let entry = &shard.entries[i];
+        if now >= entry.expires + self.stale {
+            return None;
+        }
+        Some(read(&entry.answer()))
     }
 
     /// Stores `answer` under `key` for `ttl` seconds from `now`.
@@ -317,6 +353,37 @@ mod tests {
             None
         );
         assert!(cache.is_empty(), "an expired entry is removed on lookup");
+    }
+
+    #[test]
+    fn an_expired_entry_is_kept_for_serve_stale_and_no_longer() {
+        let cache = Cache::new(100).serving_stale(Duration::from_secs(60));
+        let t0 = Instant::now();
+        put(&cache, "www.example", 4, 10, t0);
+        let stale = |at: u64| {
+            cache.lookup_stale(&key("www.example"), t0 + Duration::from_secs(at), |a| {
+                a.msg[12]
+            })
+        };
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(get(&cache, "www.example", later), None, "expired: a miss");
+        assert_eq!(cache.len(), 1, "but kept for serve-stale");
+        assert_eq!(stale(30), Some(4));
+        assert_eq!(stale(69), Some(4));
+        assert_eq!(stale(70), None, "10 s TTL + 60 s window are over");
+        assert_eq!(
+            get(&cache, "www.example", t0 + Duration::from_secs(70)),
+            None
+        );
+        assert!(cache.is_empty(), "past the window it is removed");
+        let off = Cache::new(100);
+        put(&off, "www.example", 4, 10, t0);
+        assert_eq!(
+            off.lookup_stale(&key("www.example"), t0 + Duration::from_secs(11), |a| a.msg
+                [12]),
+            None,
+            "serve-stale off"
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ impl Pipeline {
     ) {
         let q = held.query();
         let client = held.client_query();
+        let mut stale = false;
         let (rcode, outcome) = match finished {
             Finished::Answered(reply) => {
                 if let Some(ttl) = reply.cache_ttl.filter(|_| self.cache.is_enabled()) {
@@ -212,6 +213,23 @@ impl Pipeline {
                         (rcode, Outcome::Blocked)
                     }
                 }
+            }
+            // RFC 8767: an answer that expired within cache.serve_stale
+            // beats a SERVFAIL (not for an RPZ chase: its answer is ours).
+            Finished::NoAnswer
+                if held.chase.is_none()
+                    && self
+                        .cache
+                        .lookup_stale(
+                            &Key::new(q.qname, q.qtype, q.qclass, q.dnssec_ok(), q.cd()),
+                            now,
+                            |answer| answers::stale(out, &q, answer, held.transport),
+                        )
+                        .is_some() =>
+            {
+                stale = true;
+                let rcode = out.get(3).map_or(0, |b| u16::from(*b) & RCODE_MASK);
+                (rcode, Outcome::Cached)
             }
             Finished::NoAnswer => {
                 let text: [&[u8]; 1] = [b"no upstream answered"];
@@ -230,7 +248,11 @@ impl Pipeline {
             name: Some(client.qname),
             qtype: client.qtype,
             decided: held.decided,
-            cache: self.looked_up(),
+            cache: if stale {
+                CacheLookup::Stale
+            } else {
+                self.looked_up()
+            },
             rcode,
             outcome,
             received: held.received,

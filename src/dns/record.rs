@@ -86,6 +86,9 @@ pub enum CacheLookup {
     NotAsked,
     Hit,
     Miss,
+    /// Missed, no upstream answered, and an expired entry was served
+    /// (serve-stale).
+    Stale,
 }
 
 /// One finished query.

@@ -49,6 +49,8 @@ pub struct Setup {
     pub upstreams: Vec<String>,
     pub timeout: String,
     pub cache_size: u64,
+    /// `cache.serve_stale`, when set.
+    pub serve_stale: Option<String>,
     pub block_action: String,
     pub block_ttl: u32,
     pub redirect_v4: String,
@@ -89,6 +91,7 @@ impl Setup {
             upstreams: vec![],
             timeout: "500ms".into(),
             cache_size: 1000,
+            serve_stale: None,
             block_action: "nxdomain".into(),
             block_ttl: 60,
             redirect_v4: "10.0.0.1".into(),
@@ -183,6 +186,10 @@ impl Setup {
     }
     pub fn timeout(mut self, t: &str) -> Self {
         self.timeout = t.into();
+        self
+    }
+    pub fn serve_stale(mut self, window: &str) -> Self {
+        self.serve_stale = Some(window.into());
         self
     }
     pub fn cache_size(mut self, n: u64) -> Self {
@@ -359,6 +366,9 @@ impl Setup {
             q(&self.timeout)
         );
         y += &format!("cache:\n  size: {}\n", self.cache_size);
+        if let Some(w) = &self.serve_stale {
+            y += &format!("  serve_stale: {w}\n");
+        }
         y += &format!(
             "block:\n  action: {}\n  ttl: {}\n  redirect:\n    ipv4: {}\n    ipv6: {}\n",
             self.block_action,
