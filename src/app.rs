@@ -120,7 +120,10 @@ pub fn serve(config: Config) -> Result<(), AppError> {
             remote: l.remote.is_some(),
         })
         .collect();
-    let metrics = Arc::new(Metrics::new(&config.upstream.servers, &labels));
+    let metrics = Arc::new(
+        Metrics::new(&config.upstream.servers, &labels)
+            .with_dns_ports(config.listen.dns.iter().map(|a| a.port()).collect()),
+    );
     // Set up before anything serves: a bad tls_ca is a start-up error.
     let fetcher = if config.lists.iter().any(|l| l.remote.is_some()) {
         Some(Fetcher::new(config.tls_ca.as_deref())?)

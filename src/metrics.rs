@@ -162,6 +162,12 @@ pub struct Metrics {
     blockpage: [Counter; 3],
     log_dropped: Counter,
     upstream_mismatched: Counter,
+    /// Datagrams the kernel dropped at the DNS sockets, and the reading
+    /// already counted (the kernel's count only grows while the sockets
+    /// live).
+    udp_drops: Counter,
+    udp_drops_seen: std::sync::Mutex<u64>,
+    dns_ports: Vec<u16>,
 }
 
 fn query_buckets() -> impl Iterator<Item = f64> {
@@ -376,6 +382,12 @@ impl Metrics {
             fetches,
         );
 
+        let udp_drops = Counter::default();
+        registry.register(
+            "sinkhole_udp_drops",
+            "Queries the kernel dropped at the DNS sockets because their receive buffer was full (/proc/net/udp drops), read at each scrape",
+            udp_drops.clone(),
+        );
         let upstream_mismatched = Counter::default();
         registry.register(
             "sinkhole_upstream_mismatched",
@@ -408,7 +420,16 @@ impl Metrics {
             blockpage,
             log_dropped,
             upstream_mismatched,
+            udp_drops,
+            udp_drops_seen: std::sync::Mutex::new(0),
+            dns_ports: Vec::new(),
         }
+    }
+
+    /// The DNS listeners' ports, whose sockets' kernel drops are counted.
+    pub fn with_dns_ports(mut self, ports: Vec<u16>) -> Self {
+        self.dns_ports = ports;
+        self
     }
 
     /// Counts one answered query, and its list when it was blocked.
@@ -511,6 +532,13 @@ impl Metrics {
     /// Prometheus text exposition, with the cache gauge read at scrape time.
     pub fn encode(&self, cache_entries: usize) -> String {
         self.cache_entries.set(cache_entries as i64);
+        if !self.dns_ports.is_empty()
+            && let Ok(mut seen) = self.udp_drops_seen.lock()
+        {
+            let now = crate::dns::sys::drops::receive_drops(&self.dns_ports);
+            self.udp_drops.inc_by(now.saturating_sub(*seen));
+            *seen = now.max(*seen);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
