@@ -15,7 +15,7 @@ use crate::dns::cache::Cache;
 use crate::dns::listen::Listeners;
 use crate::dns::listen::worker::WorkerConfig;
 use crate::dns::pipeline::Pipeline;
-use crate::dns::upstream::{Servers, pool};
+use crate::dns::upstream::{Servers, health as upstream_health, pool};
 use crate::http::admin::{self, AdminState};
 use crate::http::blockpage::{self, BlockPage};
 use crate::http::tls::{Certificate, TlsError};
@@ -304,11 +304,10 @@ async fn run(
     let servers = &config.upstream.servers;
     let families = usize::from(servers.iter().any(|s| s.is_ipv4()))
         + usize::from(servers.iter().any(|s| s.is_ipv6()));
+    let upstreams = Arc::new(Servers::new(servers.clone(), config.upstream.timeout));
+    tasks.spawn(upstream_health::probe(upstreams.clone(), shutdown.clone()));
     let worker_config = WorkerConfig {
-        servers: Arc::new(Servers {
-            addrs: servers.clone(),
-            timeout: config.upstream.timeout,
-        }),
+        servers: upstreams.clone(),
         pool_sockets: pool_sockets(workers, families),
         inflight: UPSTREAM_INFLIGHT.div_ceil(workers),
         observer,

@@ -21,11 +21,13 @@
 //! When the servers run out, the query finishes with the last error answer
 //! kept, or with none (the pipeline then answers SERVFAIL with EDE 22).
 
+pub mod health;
 pub mod inflight;
 pub mod pool;
 pub mod reply;
 pub mod tcp;
 
+use health::Health;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,12 +53,44 @@ use super::wire::{
 const MAX_UDP_REPLY: usize = 4096;
 
 /// The configured servers, shared by every worker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Servers {
     /// In failover order.
     pub addrs: Vec<SocketAddr>,
     /// Per attempt.
     pub timeout: Duration,
+    /// Which servers are down, by index: shared by every worker, so one
+    /// worker's timeout spares the others the wait.
+    pub health: Health,
+}
+
+impl Servers {
+    pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Self {
+        let health = Health::new(&addrs);
+        Self {
+            addrs,
+            timeout,
+            health,
+        }
+    }
+
+    /// The first server a new query tries: the first that is up, in
+    /// order; when every one is down, the first (a real query doubles as a
+    /// probe rather than no query getting an answer).
+    fn first(&self) -> usize {
+        (0..self.addrs.len())
+            .find(|&i| self.health.is_up(i))
+            .unwrap_or(0)
+    }
+
+    /// The server after `current` for a query that failed there: the next
+    /// that is up, or, when all are down, simply the next.
+    fn after(&self, current: usize) -> usize {
+        let all_down = (0..self.addrs.len()).all(|i| !self.health.is_up(i));
+        (current + 1..self.addrs.len())
+            .find(|&i| all_down || self.health.is_up(i))
+            .unwrap_or(self.addrs.len())
+    }
 }
 
 /// A forwarded query, held while it waits: the parts of the client's
@@ -355,7 +389,7 @@ impl Upstream {
         let w = Waiting {
             held,
             reply_to,
-            server: 0,
+            server: self.servers.first(),
             attempt: Attempt::Queued,
             sent: now,
             deadline: now,
@@ -518,7 +552,7 @@ impl Upstream {
             tracing::debug!(server = %self.servers.addrs[server], "malformed reply");
             AttemptResult::Error
         };
-        self.observer.upstream(&UpstreamAttempt {
+        self.attempted(&UpstreamAttempt {
             server,
             result,
             took,
@@ -543,13 +577,25 @@ impl Upstream {
         self.next_server(index, deliver);
     }
 
+    /// Reports an attempt, and marks its server down (a timeout or an
+    /// error) or up (an answer): the shared health every worker skips by.
+    fn attempted(&self, attempt: &UpstreamAttempt) {
+        self.observer.upstream(attempt);
+        let addr = self.servers.addrs[attempt.server];
+        if attempt.result == AttemptResult::Answered {
+            self.servers.health.mark_up(attempt.server, addr);
+        } else {
+            self.servers.health.mark_down(attempt.server, addr);
+        }
+    }
+
     /// Moves a query on to the next server, or finishes it.
     fn next_server(&mut self, index: u32, deliver: &mut impl FnMut(Waiting, Finished<'_>)) {
         let servers = self.servers.addrs.len();
         let Some(w) = self.waiting.get_mut(index) else {
             return;
         };
-        w.server += 1;
+        w.server = self.servers.after(w.server);
         if w.server < servers {
             w.attempt = Attempt::Queued;
             self.queue.push(index);
@@ -630,7 +676,7 @@ impl Upstream {
                 } else {
                     AttemptResult::Error
                 };
-                self.observer.upstream(&UpstreamAttempt {
+                self.attempted(&UpstreamAttempt {
                     server,
                     result,
                     took,
@@ -656,7 +702,7 @@ impl Upstream {
                 self.waiting.unbind(slot, id);
                 self.pool.done(slot);
             }
-            self.observer.upstream(&UpstreamAttempt {
+            self.attempted(&UpstreamAttempt {
                 server,
                 result: AttemptResult::Timeout,
                 took: now.saturating_duration_since(sent),
