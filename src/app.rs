@@ -13,6 +13,7 @@ use crate::config::{BUILTIN, Config, ConfigError};
 use crate::dns::answers::BlockStyle;
 use crate::dns::cache::Cache;
 use crate::dns::listen::Listeners;
+use crate::dns::listen::tcp::TcpLimits;
 use crate::dns::listen::worker::WorkerConfig;
 use crate::dns::pipeline::Pipeline;
 use crate::dns::upstream::{Servers, health as upstream_health, pool};
@@ -77,9 +78,6 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
-/// Queries that may wait for upstreams at once, over all workers (SPEC's
-/// `limits.upstream_inflight` default); past it, SERVFAIL at once.
-const UPSTREAM_INFLIGHT: usize = 10_000;
 /// Descriptors kept back for everything but the upstream pools: lists,
 /// admin and TCP connections, the runtime's own.
 const RESERVED_FDS: u64 = 1024;
@@ -309,8 +307,12 @@ async fn run(
     let worker_config = WorkerConfig {
         servers: upstreams.clone(),
         pool_sockets: pool_sockets(workers, families),
-        inflight: UPSTREAM_INFLIGHT.div_ceil(workers),
+        inflight: config.limits.upstream_inflight.div_ceil(workers),
         observer,
+        tcp: TcpLimits {
+            connections: config.limits.tcp_connections,
+            idle: config.limits.tcp_idle,
+        },
     };
     listeners
         .serve(pipeline, worker_config, shutdown.clone(), &tasks)

@@ -134,6 +134,28 @@ pub enum ClientShow {
     None,
 }
 
+/// Bounds on what traffic can hold (`limits:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queries waiting on upstreams at once; past it, SERVFAIL at once.
+    pub upstream_inflight: usize,
+    /// Open client TCP connections; past it, new ones are closed.
+    pub tcp_connections: usize,
+    /// RFC 7766 idle timeout (a fifth of it once half the connections
+    /// are taken).
+    pub tcp_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            upstream_inflight: 10_000,
+            tcp_connections: 1_000,
+            tcp_idle: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Who may query the DNS listeners (`access:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessSettings {
@@ -280,6 +302,7 @@ pub struct Config {
     pub tls_ca: Option<PathBuf>,
     pub guard: Guard,
     pub access: AccessSettings,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -461,6 +484,30 @@ impl Validator<'_> {
             },
         };
 
+        let defaults = Limits::default();
+        let limits = Limits {
+            upstream_inflight: raw
+                .limits
+                .upstream_inflight
+                .unwrap_or(defaults.upstream_inflight),
+            tcp_connections: raw
+                .limits
+                .tcp_connections
+                .unwrap_or(defaults.tcp_connections),
+            tcp_idle: raw.limits.tcp_idle.map_or(defaults.tcp_idle, |d| d.0),
+        };
+        for (key, value) in [
+            ("upstream_inflight", limits.upstream_inflight),
+            ("tcp_connections", limits.tcp_connections),
+        ] {
+            if value == 0 {
+                return Err(self.error_at(
+                    key,
+                    "0",
+                    format!("limits.{key}: 0 would refuse every query; give a positive number"),
+                ));
+            }
+        }
         let access = AccessSettings {
             allow: match raw.access.allow {
                 None => AccessSettings::default().allow,
@@ -832,6 +879,7 @@ impl Validator<'_> {
             tls_ca,
             guard,
             access,
+            limits,
         })
     }
 }
@@ -981,6 +1029,16 @@ struct RawConfig {
     guard: RawGuard,
     #[serde(default)]
     access: RawAccess,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    upstream_inflight: Option<usize>,
+    tcp_connections: Option<usize>,
+    tcp_idle: Option<DurationSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,11 +102,15 @@ impl Listeners {
             });
         }
         let workers = Arc::new(Workers::new(queues));
+        // One count of open connections for every listener: the cap is
+        // the process's.
+        let open = Arc::new(tcp::Open::new(config.tcp));
         for listener in self.tcp {
             tasks.spawn(tcp::accept(
                 listener,
                 pipeline.clone(),
                 workers.clone(),
+                open.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             ));

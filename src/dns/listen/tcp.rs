@@ -23,8 +23,59 @@ use crate::dns::request::{Local, Request, Transport};
 use crate::dns::upstream::HeldQuery;
 use crate::dns::wire::tcp_frame;
 
-/// How long an idle TCP connection is kept (RFC 7766 suggests seconds).
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// `limits.tcp_connections` and `limits.tcp_idle`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub connections: usize,
+    pub idle: Duration,
+}
+
+/// The open client connections, against their cap. A slowloris client
+/// holds one slot of many, for at most the idle timeout, which shrinks to
+/// a fifth once half the slots are taken (RFC 7766 §6.2.3: close idle
+/// connections under pressure); past the cap new connections are closed
+/// at once, so UDP and the connections already open carry on.
+pub struct Open {
+    count: AtomicUsize,
+    limits: TcpLimits,
+}
+
+impl Open {
+    pub fn new(limits: TcpLimits) -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            limits,
+        }
+    }
+
+    /// A slot for a new connection, or `None` at the cap.
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        if n >= self.limits.connections {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+
+    /// How long a connection may now sit without sending.
+    fn idle(&self) -> Duration {
+        if self.count.load(Ordering::Relaxed) * 2 > self.limits.connections {
+            (self.limits.idle / 5).max(Duration::from_millis(200))
+        } else {
+            self.limits.idle
+        }
+    }
+}
+
+/// One open connection's place in [`Open`]; given back on drop.
+struct Slot(Arc<Open>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The workers' queues for forwarded queries, taken in turn.
 pub struct Workers {
@@ -56,6 +107,7 @@ pub async fn accept(
     listener: TcpListener,
     pipeline: Arc<Pipeline>,
     workers: Arc<Workers>,
+    open: Arc<Open>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -66,11 +118,17 @@ pub async fn accept(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = open.take() else {
+                    // At the cap: closed at once (dropped here).
+                    tracing::debug!(client = %peer, "tcp connection refused: limits.tcp_connections reached");
+                    continue;
+                };
                 tasks.spawn(connection(
                     stream,
                     peer,
                     pipeline.clone(),
                     workers.clone(),
+                    slot,
                     shutdown.clone(),
                 ));
             }
@@ -88,6 +146,7 @@ async fn connection(
     client: SocketAddr,
     pipeline: Arc<Pipeline>,
     workers: Arc<Workers>,
+    slot: Slot,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -100,14 +159,14 @@ async fn connection(
     let mut framed = Vec::with_capacity(514);
     loop {
         let len = tokio::select! {
-            r = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match r {
+            r = tokio::time::timeout(slot.0.idle(), stream.read_u16()) => match r {
                 Ok(Ok(len)) => usize::from(len),
                 _ => return,
             },
             _ = shutdown.cancelled() => return,
         };
         packet.resize(len, 0);
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
+        match tokio::time::timeout(slot.0.idle(), stream.read_exact(&mut packet)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }

@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     /// Queries that may wait for upstreams at once (this worker's share).
     pub inflight: usize,
     pub observer: Arc<dyn Observe>,
+    /// Client TCP connections: how many, how long idle.
+    pub tcp: super::tcp::TcpLimits,
 }
 
 /// A client socket with its batches.

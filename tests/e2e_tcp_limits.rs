@@ -1,0 +1,111 @@
+//! TCP under pressure: `limits.tcp_connections` caps open connections (past
+//! it new ones are closed at once), idle and half-sent connections are
+//! closed after `limits.tcp_idle`, and clients are still answered while
+//! hundreds of connections sit idle.
+
+mod common;
+
+use common::dns::{self, Q, Reply};
+use common::{FakeUpstream, Setup};
+use hickory_proto::op::ResponseCode;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Whether the server closed `s` (EOF or reset) rather than keeping it
+/// open, asked with a read that gives up after `wait`.
+fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn past_the_cap_new_connections_are_closed_and_others_are_answered() {
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .list("ads", None, "ads.test\n")
+        .yaml("limits:\n  tcp_connections: 50\n  tcp_idle: 60s\n")
+        .serve();
+    let mut conns: Vec<TcpStream> = (0..80).map(|_| dns::tcp_connect(sh.dns)).collect();
+    // UDP is untouched.
+    assert_eq!(
+        Q::a("u.ads.test").udp(sh.dns).rcode(),
+        ResponseCode::NXDomain
+    );
+    let mut shut = 0;
+    for c in &mut conns {
+        if closed(c, Duration::from_millis(100)) {
+            shut += 1;
+        }
+    }
+    assert_eq!(shut, 30, "80 connections against a cap of 50");
+    // Freed slots are taken again.
+    drop(conns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = dns::tcp_connect(sh.dns);
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        dns::tcp_send(&mut s, &Q::a("t.ads.test").bytes());
+        if let Some(raw) = dns::tcp_recv(&mut s) {
+            assert_eq!(Reply::from_bytes(raw).rcode(), ResponseCode::NXDomain);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+    }
+}
+
+#[test]
+fn a_half_sent_message_is_closed_after_the_idle_timeout() {
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .list("ads", None, "ads.test\n")
+        .yaml("limits:\n  tcp_idle: 1s\n")
+        .serve();
+    let mut half = dns::tcp_connect(sh.dns);
+    half.write_all(&[0x00]).unwrap(); // one byte of the length prefix
+    let mut body = dns::tcp_connect(sh.dns);
+    body.write_all(&[0x00, 0x40, 0x12]).unwrap(); // 64 bytes promised, 1 sent
+    let mut silent = dns::tcp_connect(sh.dns);
+    for (what, s) in [
+        ("half a prefix", &mut half),
+        ("half a message", &mut body),
+        ("nothing", &mut silent),
+    ] {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{what}: expected the server to close, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn five_hundred_idle_connections_do_not_stop_a_new_client() {
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .list("ads", None, "ads.test\n")
+        .serve();
+    let idle: Vec<TcpStream> = (0..500).map(|_| dns::tcp_connect(sh.dns)).collect();
+    let r = Q::a("new.ads.test").tcp(sh.dns);
+    assert_eq!(r.rcode(), ResponseCode::NXDomain, "{}", r.dump());
+    let r = Q::a("fwd.trust.test").tcp(sh.dns);
+    assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.dump());
+    assert_eq!(
+        Q::a("udp.ads.test").udp(sh.dns).rcode(),
+        ResponseCode::NXDomain
+    );
+    drop(idle);
+}
