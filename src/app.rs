@@ -16,6 +16,7 @@ use crate::dns::listen::Listeners;
 use crate::dns::listen::tcp::TcpLimits;
 use crate::dns::listen::worker::WorkerConfig;
 use crate::dns::pipeline::Pipeline;
+use crate::dns::ratelimit::RateLimiter;
 use crate::dns::upstream::{Servers, health as upstream_health, pool};
 use crate::http::admin::{self, AdminState};
 use crate::http::blockpage::{self, BlockPage};
@@ -250,6 +251,7 @@ async fn run(
     let observer = Arc::new(Observer::new(metrics.clone(), audit.clone()));
     let pipeline = Arc::new(Pipeline::new(
         config.access.stage(),
+        config.limits.rate.map(RateLimiter::new),
         reloader.live(),
         Cache::new(config.cache_size).serving_stale(config.serve_stale),
         BlockStyle {

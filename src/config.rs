@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::dns::access::{Access, DEFAULT_ALLOW, MAX_NETS, Net, Refusal};
+use crate::dns::ratelimit::{OverLimit, RateSettings};
 use crate::lists::{Format, FormatChoice};
 use crate::policy::{Action, Alternative, Category, DomainName};
 
@@ -144,6 +145,8 @@ pub struct Limits {
     /// RFC 7766 idle timeout (a fifth of it once half the connections
     /// are taken).
     pub tcp_idle: Duration,
+    /// Per-client token buckets; `None` with `client_qps: 0` (off).
+    pub rate: Option<RateSettings>,
 }
 
 impl Default for Limits {
@@ -152,6 +155,7 @@ impl Default for Limits {
             upstream_inflight: 10_000,
             tcp_connections: 1_000,
             tcp_idle: Duration::from_secs(10),
+            rate: None,
         }
     }
 }
@@ -495,6 +499,47 @@ impl Validator<'_> {
                 .tcp_connections
                 .unwrap_or(defaults.tcp_connections),
             tcp_idle: raw.limits.tcp_idle.map_or(defaults.tcp_idle, |d| d.0),
+            rate: match raw.limits.client_qps.unwrap_or(0) {
+                0 => None,
+                qps => {
+                    let burst = raw.limits.client_burst.unwrap_or(qps.saturating_mul(2));
+                    if burst == 0 {
+                        return Err(self.error_at(
+                            "client_burst",
+                            "0",
+                            "limits.client_burst: 0 would refuse every query; give at least 1"
+                                .into(),
+                        ));
+                    }
+                    let v4 = raw.limits.ipv4_prefix.unwrap_or(32);
+                    let v6 = raw.limits.ipv6_prefix.unwrap_or(56);
+                    if v4 > 32 {
+                        return Err(self.error_at(
+                            "ipv4_prefix",
+                            &v4.to_string(),
+                            format!(
+                                "limits.ipv4_prefix: {v4} is longer than an IPv4 address (0 to 32)"
+                            ),
+                        ));
+                    }
+                    if v6 > 128 {
+                        return Err(self.error_at(
+                            "ipv6_prefix",
+                            &v6.to_string(),
+                            format!(
+                                "limits.ipv6_prefix: {v6} is longer than an IPv6 address (0 to 128)"
+                            ),
+                        ));
+                    }
+                    Some(RateSettings {
+                        qps,
+                        burst,
+                        ipv4_prefix: v4,
+                        ipv6_prefix: v6,
+                        over_limit: raw.limits.over_limit.unwrap_or_default(),
+                    })
+                }
+            },
         };
         for (key, value) in [
             ("upstream_inflight", limits.upstream_inflight),
@@ -1039,6 +1084,11 @@ struct RawLimits {
     upstream_inflight: Option<usize>,
     tcp_connections: Option<usize>,
     tcp_idle: Option<DurationSpec>,
+    client_qps: Option<u32>,
+    client_burst: Option<u32>,
+    ipv4_prefix: Option<u8>,
+    ipv6_prefix: Option<u8>,
+    over_limit: Option<OverLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1458,6 +1508,15 @@ from_str_visitor!(Action, "an action", |s| {
         let names: Vec<&str> = Action::CONFIGURABLE.iter().map(|a| a.as_str()).collect();
         format!("unknown action {s:?}; expected {}", one_of(&names))
     })
+});
+
+from_str_visitor!(OverLimit, "drop or refuse", |s| {
+    [OverLimit::Drop, OverLimit::Refuse]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown value {s:?} for limits.over_limit; expected drop or refuse")
+        })
 });
 
 from_str_visitor!(Refusal, "refuse or drop", |s| {

@@ -162,6 +162,7 @@ pub struct Metrics {
     blockpage: [Counter; 3],
     log_dropped: Counter,
     upstream_mismatched: Counter,
+    ratelimited: Counter,
     /// Datagrams the kernel dropped at the DNS sockets, and the reading
     /// already counted (the kernel's count only grows while the sockets
     /// live).
@@ -388,6 +389,12 @@ impl Metrics {
             "Queries the kernel dropped at the DNS sockets because their receive buffer was full (/proc/net/udp drops), read at each scrape",
             udp_drops.clone(),
         );
+        let ratelimited = Counter::default();
+        registry.register(
+            "sinkhole_ratelimited",
+            "Queries over their client's limits.client_qps (dropped or refused; also counted as outcome=refused)",
+            ratelimited.clone(),
+        );
         let upstream_mismatched = Counter::default();
         registry.register(
             "sinkhole_upstream_mismatched",
@@ -420,6 +427,7 @@ impl Metrics {
             blockpage,
             log_dropped,
             upstream_mismatched,
+            ratelimited,
             udp_drops,
             udp_drops_seen: std::sync::Mutex::new(0),
             dns_ports: Vec::new(),
@@ -472,6 +480,11 @@ impl Metrics {
     /// The counter the audit log's queue counts refused lines with.
     pub fn log_dropped(&self) -> Counter {
         self.log_dropped.clone()
+    }
+
+    /// A query over its client's rate limit.
+    pub fn ratelimited(&self) {
+        self.ratelimited.inc();
     }
 
     /// An upstream datagram that matched no query (dropped).

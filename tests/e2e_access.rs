@@ -223,3 +223,74 @@ fn a_bad_network_is_a_located_config_error() {
         out.show()
     );
 }
+
+#[test]
+fn a_rate_limited_client_does_not_slow_its_neighbour() {
+    let up = FakeUpstream::start();
+    let sh = server(
+        &up,
+        "limits:\n  client_qps: 5\n  client_burst: 5\n  over_limit: refuse\n",
+    );
+    let noisy = udp_from("127.0.0.2", sh.dns);
+    let (mut answered, mut limited) = (0, 0);
+    for i in 0..50 {
+        noisy
+            .send(&Q::a(&format!("n{i}.ads.test")).edns(1232).bytes())
+            .unwrap();
+        let r = Reply::from_bytes(dns::recv(&noisy).expect("refuse mode answers"));
+        match r.rcode() {
+            ResponseCode::NXDomain => answered += 1,
+            ResponseCode::Refused => {
+                assert!(
+                    r.ede()
+                        .iter()
+                        .any(|(c, t)| *c == EDE_PROHIBITED && t.contains("rate")),
+                    "{}",
+                    r.dump()
+                );
+                limited += 1;
+            }
+            other => panic!("{other:?}: {}", r.dump()),
+        }
+    }
+    assert!(
+        (5..=10).contains(&answered),
+        "the burst of 5 (and what refilled): {answered}"
+    );
+    assert_eq!(answered + limited, 50);
+    // The neighbour, on its own bucket, is answered in full.
+    let quiet = udp_from("127.0.0.3", sh.dns);
+    for i in 0..5 {
+        quiet
+            .send(&Q::a(&format!("q{i}.ads.test")).bytes())
+            .unwrap();
+        let r = Reply::from_bytes(dns::recv(&quiet).expect("an answer"));
+        assert_eq!(r.rcode(), ResponseCode::NXDomain, "{}", r.dump());
+    }
+    assert_eq!(
+        sh.metric("sinkhole_ratelimited_total", &[]),
+        f64::from(limited)
+    );
+    wait_refused(&sh, f64::from(limited));
+}
+
+#[test]
+fn over_limit_drop_sends_nothing() {
+    let up = FakeUpstream::start();
+    let sh = server(&up, "limits:\n  client_qps: 1\n  client_burst: 1\n");
+    let s = udp_from("127.0.0.4", sh.dns);
+    s.send(&Q::a("a.ads.test").bytes()).unwrap();
+    assert!(dns::recv(&s).is_some(), "the first is within the burst");
+    s.send(&Q::a("b.ads.test").bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh.metric("sinkhole_ratelimited_total", &[]) < 1.0 {
+        assert!(Instant::now() < deadline, "never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "over the limit with drop: nothing sent"
+    );
+}

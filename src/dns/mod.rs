@@ -15,6 +15,7 @@ pub mod mnemonic;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod record;
 pub mod request;
 pub mod sys;

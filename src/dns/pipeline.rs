@@ -33,6 +33,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::access::{Access, Admission};
+use super::ratelimit::{OverLimit, RateLimiter};
+
+/// The EDE text for a client outside `access.allow`.
+const NOT_ALLOWED: &[u8] = b"client not in access.allow";
 use super::answers::{
     self, BlockStyle, EDE_BLOCKED, EDE_FORGED_ANSWER, EDE_NO_REACHABLE_AUTHORITY,
     EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, Extra,
@@ -66,6 +70,8 @@ pub enum Step<'a> {
 /// The stages, shared by every listener and worker.
 pub struct Pipeline {
     access: Access,
+    /// `limits.client_qps`; `None` when off.
+    limiter: Option<RateLimiter>,
     policy: PolicyStage,
     cache: Cache,
     style: BlockStyle,
@@ -75,6 +81,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         access: Access,
+        limiter: Option<RateLimiter>,
         live: Arc<Live>,
         cache: Cache,
         style: BlockStyle,
@@ -82,6 +89,7 @@ impl Pipeline {
     ) -> Self {
         Self {
             access,
+            limiter,
             policy: PolicyStage::new(live),
             cache,
             style,
@@ -103,11 +111,22 @@ impl Pipeline {
         // 2. access, ahead of the parse: the address decides.
         match self.access.check(req.client.ip()) {
             Admission::Admit => {}
-            Admission::Drop => return self.refused(req, None, out),
+            Admission::Drop => return self.refused(req, None, NOT_ALLOWED, out),
             Admission::Refuse => {
                 let q = parse::parse(req.packet).ok();
-                return self.refused(req, q.as_ref(), out);
+                return self.refused(req, q.as_ref(), NOT_ALLOWED, out);
             }
+        }
+
+        if let Some(limiter) = &self.limiter
+            && !limiter.allow(req.client.ip(), req.received)
+        {
+            self.observer.ratelimited();
+            let q = match limiter.over_limit() {
+                OverLimit::Drop => None,
+                OverLimit::Refuse => parse::parse(req.packet).ok(),
+            };
+            return self.refused(req, q.as_ref(), b"rate limited (limits.client_qps)", out);
         }
 
         // 1. parse
@@ -453,10 +472,16 @@ impl Pipeline {
     /// A client outside `access.allow`: REFUSED with EDE 18 when its query
     /// parsed and `refused: refuse`; nothing otherwise (not even FORMERR:
     /// a refused client learns nothing). Counted as `outcome="refused"`.
-    fn refused<'a>(&self, req: &Request<'a>, q: Option<&Query<'_>>, out: &mut Vec<u8>) -> Step<'a> {
+    fn refused<'a>(
+        &self,
+        req: &Request<'a>,
+        q: Option<&Query<'_>>,
+        why: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Step<'a> {
         let step = match q {
             Some(q) => {
-                let text: [&[u8]; 1] = [b"client not in access.allow"];
+                let text: [&[u8]; 1] = [why];
                 let ede = Extra::Ede {
                     code: EDE_PROHIBITED,
                     text: &text,

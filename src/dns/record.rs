@@ -138,6 +138,8 @@ pub trait Observe: Send + Sync {
     /// A datagram on an upstream socket matched no query sent (another
     /// source, ID or question: late, stray or spoofed) and was dropped.
     fn upstream_mismatched(&self) {}
+    /// A query was over its client's `limits.client_qps`.
+    fn ratelimited(&self) {}
 }
 
 /// Wire-form name as text, lower case, no trailing dot (for logs); the

@@ -48,6 +48,10 @@ impl Observe for Observer {
     fn upstream_mismatched(&self) {
         self.metrics.upstream_mismatched();
     }
+
+    fn ratelimited(&self) {
+        self.metrics.ratelimited();
+    }
 }
 
 #[cold]
