@@ -79,6 +79,9 @@ if [ -n "${PROFILE_MONITOR:-}" ]; then
     sed -i -e '/^categories:$/a\  trial:\n    action: monitor' \
         -e "/^lists:\$/a\\  - name: trial\n    category: trial\n    path: $PROFILE_MONITOR" "$CONF"
 fi
+if [ -n "${PROFILE_EXTRA:-}" ]; then
+    printf '%s\n' "$PROFILE_EXTRA" >> "$CONF"
+fi
 # `check` only to catch keys the binary does not know, on a one-name list:
 # the shared lists block three names under nhs.uk, which a binary with
 # guard.protected (issue 16) rejects as a whole, while `serve` skips them.
