@@ -57,7 +57,7 @@ pub async fn serve(
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(super::limits::Limited::new(listener), router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

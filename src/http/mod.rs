@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod blockpage;
 pub mod conn;
+pub mod limits;
 pub mod page;
 pub mod tls;
