@@ -76,7 +76,9 @@ impl fmt::Display for Net {
     }
 }
 
-fn mask(ip: IpAddr, len: u8) -> IpAddr {
+/// `ip` with the bits past its first `len` cleared (the access list's
+/// networks, the rate limiter's client prefixes).
+pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
             let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::access::mask;
 use crate::keyed::Keyed;
 
 /// Buckets kept, over all shards: 64 Ki clients in 1 MiB.
@@ -93,19 +94,17 @@ impl RateLimiter {
 
     /// Whether `client` may ask now (and takes a token if so).
     pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
-        let prefix = match client.to_canonical() {
-            IpAddr::V4(a) => {
-                let len = u32::from(self.settings.ipv4_prefix);
-                let m = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                u128::from(u32::from(a) & m) | (1 << 127)
-            }
-            IpAddr::V6(a) => {
-                let len = u32::from(self.settings.ipv6_prefix);
-                let m = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                u128::from(a) & m
-            }
+        let client = client.to_canonical();
+        let len = match client {
+            IpAddr::V4(_) => self.settings.ipv4_prefix,
+            IpAddr::V6(_) => self.settings.ipv6_prefix,
         };
-        let h = self.hasher.hash(&prefix.to_le_bytes());
+        // Four bytes for IPv4, sixteen for IPv6: the families never share
+        // a key.
+        let h = match mask(client, len) {
+            IpAddr::V4(a) => self.hasher.hash(&a.octets()),
+            IpAddr::V6(a) => self.hasher.hash(&a.octets()),
+        };
         let key = h | 1;
         let shard = (h >> 58) as usize % SHARDS;
         let set = (h as usize >> 1) % SETS_PER_SHARD;

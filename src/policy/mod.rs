@@ -235,17 +235,8 @@ impl Policy {
         let Some(m) = self.trie.lookup(labels_from_top) else {
             return Decision::Forward;
         };
-        let index = m.rule.index();
-        let list_id = self.owners.owner(index);
-        let list = &self.lists[usize::from(list_id.0)];
-        let hit = RuleHit {
-            list_id,
-            list,
-            depth: m.depth,
-            index,
-            below_only: m.rule.is_below_only(),
-            rules: &self.rules,
-        };
+        let hit = self.hit(&m);
+        let (index, list) = (hit.index, hit.list);
         match (m.rule.verdict(), list.category) {
             (Verdict::Block, Some(category_id)) => {
                 let category = &self.categories[usize::from(category_id.0)];
@@ -264,6 +255,22 @@ impl Policy {
             // A block rule in an allowlist cannot exist (allowlists are
             // forced to allow), so anything else is an allow.
             _ => Decision::Allow(hit),
+        }
+    }
+
+    /// The rule a matcher found, with its list (either matcher: rule
+    /// indexes are shared).
+    #[inline]
+    fn hit(&self, m: &trie::Match) -> RuleHit<'_> {
+        let index = m.rule.index();
+        let list_id = self.owners.owner(index);
+        RuleHit {
+            list_id,
+            list: &self.lists[usize::from(list_id.0)],
+            depth: m.depth,
+            index,
+            below_only: m.rule.is_below_only(),
+            rules: &self.rules,
         }
     }
 
@@ -290,19 +297,10 @@ impl Policy {
         if m.rule.verdict() != Verdict::Block || m.depth <= allowed_depth {
             return None;
         }
-        let index = m.rule.index();
-        let list_id = self.owners.owner(index);
-        let list = &self.lists[usize::from(list_id.0)];
-        let category_id = list.category?;
+        let hit = self.hit(&m);
+        let category_id = hit.list.category?;
         Some(Monitored {
-            hit: RuleHit {
-                list_id,
-                list,
-                depth: m.depth,
-                index,
-                below_only: m.rule.is_below_only(),
-                rules: &self.rules,
-            },
+            hit,
             category_id,
             category: &self.categories[usize::from(category_id.0)],
         })
