@@ -1,0 +1,6 @@
+#![no_main]
+//! A `domains` list file, parsed whole and streamed.
+use libfuzzer_sys::fuzz_target;
+use sinkhole::lists::Format;
+
+fuzz_target!(|data: &[u8]| sinkhole_fuzz::lists::run(Format::Domains, data));
