@@ -24,3 +24,8 @@ pub mod wire;
 pub static VERBOSE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
     std::env::var_os("SINKHOLE_FUZZ_VERBOSE").is_some_and(|v| v == "1")
 });
+
+/// `SINKHOLE_FUZZ_STRICT=1`: no excuse for the known issues (see
+/// `fuzz/regressions/*/README.md`); replay their regressions with it.
+pub static STRICT: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("SINKHOLE_FUZZ_STRICT").is_some_and(|v| v == "1"));

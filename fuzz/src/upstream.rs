@@ -124,7 +124,9 @@ pub fn run(data: &[u8]) {
     let Ok(truncated) = matches(&reply, UPSTREAM_ID, ours.question) else {
         return;
     };
-    check_match(&reply, &question, c.qname.len());
+    if !check_match(&reply, &question, c.qname.len()) {
+        return;
+    }
     assert_eq!(truncated, u16_at(&reply, 2).unwrap_or(0) & FLAG_TC != 0);
     if truncated && !c.over_tcp {
         return;
@@ -133,7 +135,10 @@ pub fn run(data: &[u8]) {
     if validate(&reply, question.len(), &mut v).is_err() {
         return;
     }
-    let original = check::hickory(&reply);
+    // Known issue: a name whose pointer reaches bytes sinkhole rewrites
+    // reads differently to the client (see `names_read_rewritten`).
+    let rewritten = !*crate::STRICT && check::names_read_rewritten(&reply, question.len());
+    let original = check::hickory(&reply).filter(|_| !rewritten);
     let kept = check_validated(&reply, &v, question.len(), original.as_ref());
 
     // `resume`: a final answer is stored for its TTL; any answer goes to
@@ -237,8 +242,10 @@ pub fn run(data: &[u8]) {
 
 /// `matches` took the reply: it has our ID, is a response to a standard
 /// query with one question, and that question is ours: the name in any
-/// case, the type and class exactly.
-fn check_match(reply: &[u8], question: &[u8], qname_len: usize) {
+/// case, the type and class exactly. Returns `false` for the known issue
+/// (type or class equal only without regard to ASCII case: see
+/// `fuzz/regressions/upstream_answer/README.md`), unless strict.
+fn check_match(reply: &[u8], question: &[u8], qname_len: usize) -> bool {
     let flags = u16_at(reply, 2).unwrap_or(0);
     assert_eq!(u16_at(reply, 0), Some(UPSTREAM_ID));
     assert!(flags & FLAG_QR != 0, "a query taken as a reply");
@@ -246,13 +253,15 @@ fn check_match(reply: &[u8], question: &[u8], qname_len: usize) {
     assert_eq!(u16_at(reply, 4), Some(1));
     let theirs = &reply[HEADER_LEN..HEADER_LEN + question.len()];
     assert!(theirs[..qname_len].eq_ignore_ascii_case(&question[..qname_len]));
+    let (asked, got) = (&question[qname_len..], &theirs[qname_len..]);
+    if asked != got && !*crate::STRICT && asked.eq_ignore_ascii_case(got) {
+        return false;
+    }
     assert_eq!(
-        theirs[qname_len..],
-        question[qname_len..],
-        "a reply for another type or class taken (asked {:02x?}, got {:02x?})",
-        &question[qname_len..],
-        &theirs[qname_len..]
+        asked, got,
+        "a reply for another type or class taken (asked {asked:02x?}, got {got:02x?})"
     );
+    true
 }
 
 fn ttls_at<'a>(msg: &'a [u8], offsets: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
@@ -317,6 +326,20 @@ fn check_validated(
         check::record_count(original),
         "records lost or gained"
     );
+    // The same records but for their TTLs: names, types, classes, data.
+    let all = |m: &hickory_proto::op::Message| {
+        m.answers
+            .iter()
+            .chain(&m.authorities)
+            .chain(&m.additionals)
+            .map(|r| (r.name.clone(), r.record_type(), r.dns_class, r.data.clone()))
+            .collect::<Vec<_>>()
+    };
+    let (before, after) = (all(original), all(&kept));
+    for (b, a) in before.iter().zip(&after) {
+        assert!(b.0.eq_case(&a.0), "a name changed: {} became {}", b.0, a.0);
+        assert_eq!((b.1, b.2, &b.3), (a.1, a.2, &a.3), "a record changed");
+    }
     Some(kept)
 }
 
