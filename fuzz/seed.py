@@ -114,6 +114,7 @@ def query_seeds():
     s["big-txt-tcp"] = query("big.cached.example", TXT, tcp, edns=e)
     s["tcp-only-over-tcp"] = query("tcp.test", A, tcp)
     s["cached-do"] = query("cached.example", A, udp, edns=do)
+    s["cached-ede"] = query("ede.cached.example", A, udp, edns=e)
     s["cached-ad"] = query("cached.example", A, udp, flags=RD | AD)
     s["cached-cd-do"] = query("cached.example", A, udp, flags=RD | CD, edns=do)
     s["cached-upper"] = query("CaChEd.ExAmPlE", A, v6)

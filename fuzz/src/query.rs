@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sinkhole::dns::access::Access;
 use sinkhole::dns::answers::{BlockStyle, STALE_TTL, Upstreamed};
-use sinkhole::dns::cache::{Cache, Key};
+use sinkhole::dns::cache::{Cache, Key, MAX_TTL};
 use sinkhole::dns::pipeline::{Pipeline, Step};
 use sinkhole::dns::record::{CacheLookup, Observe, Outcome, QueryRecord, UpstreamAttempt};
 use sinkhole::dns::request::{Request, Transport};
@@ -132,8 +132,9 @@ fn build_policy() -> policy::Policy {
 }
 
 /// Stores an upstream answer for `name`/`qtype` the way the upstream
-/// stage does: a reply that `matches` and `validate`s, inserted with the
-/// TTL validation gave (or `ttl`, when given).
+/// stage does: a reply that `matches` and `validate`s as cacheable. It is
+/// kept for `ttl` seconds, or for the longest the cache keeps anything (so
+/// a long run sees the same cache throughout).
 fn cache_answer(
     cache: &Cache,
     name: &str,
@@ -158,9 +159,10 @@ fn cache_answer(
         ad: v.ad,
         ede: &v.ede,
     };
-    let Some(ttl) = ttl.or(v.cache_ttl) else {
+    if v.cache_ttl.is_none() {
         panic!("setup reply for {name} is not cacheable");
-    };
+    }
+    let ttl = ttl.unwrap_or(MAX_TTL);
     let key = Key::new(&qname, qtype, wire::CLASS_IN, dnssec_ok, false);
     cache.insert(&key, &answer, ttl, at);
 }
@@ -234,6 +236,26 @@ fn build_cache() -> Cache {
         wire::TYPE_A,
         false,
         &chain,
+        None,
+        now,
+    );
+    // The upstream's EDE, relayed to clients with EDNS.
+    let mut ede = wire::reply(
+        "ede.cached.example",
+        wire::TYPE_A,
+        0,
+        0,
+        &[a([192, 0, 2, 55])],
+        &[],
+    );
+    ede[11] = 1;
+    ede.extend_from_slice(&wire::opt(1232, &wire::ede(3, b"from the upstream")));
+    cache_answer(
+        &cache,
+        "ede.cached.example",
+        wire::TYPE_A,
+        false,
+        &ede,
         None,
         now,
     );

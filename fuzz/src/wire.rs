@@ -136,3 +136,23 @@ pub fn query(id: u16, flags: u16, question: &[u8], edns: Option<(u16, bool)>) ->
     }
     q
 }
+
+/// An OPT record (root owner, version 0, DO clear) holding `options`.
+pub fn opt(payload: u16, options: &[u8]) -> Vec<u8> {
+    let mut o = vec![0];
+    o.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    o.extend_from_slice(&payload.to_be_bytes());
+    o.extend_from_slice(&[0, 0, 0, 0]);
+    o.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    o.extend_from_slice(options);
+    o
+}
+
+/// An Extended DNS Error option (RFC 8914): code 15, INFO-CODE, text.
+pub fn ede(code: u16, text: &[u8]) -> Vec<u8> {
+    let mut e = 15u16.to_be_bytes().to_vec();
+    e.extend_from_slice(&((2 + text.len()) as u16).to_be_bytes());
+    e.extend_from_slice(&code.to_be_bytes());
+    e.extend_from_slice(text);
+    e
+}
