@@ -519,3 +519,59 @@ fn servfail_when_every_upstream_fails() {
         "every upstream tried"
     );
 }
+
+#[test]
+fn clients_asking_the_same_question_at_once_share_one_upstream_query() {
+    // The upstream takes 300 ms: 40 clients (each its own socket, mixed
+    // case, over UDP and TCP) ask for the same name meanwhile. Each worker
+    // sends the question once and every client gets the answer under its
+    // own ID and question.
+    let up = FakeUpstream::start();
+    up.on(
+        "shared.example.org",
+        Script::a("shared.example.org", 300, &[ip(42)]).delayed(Duration::from_millis(300)),
+    );
+    // The fake upstream answers one query at a time: without sharing, the
+    // copies would queue there and most would time out (no stale answers
+    // to fall back on).
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .timeout("3s")
+        .serve_stale("0")
+        .serve();
+    let names = [
+        "shared.example.org",
+        "SHARED.example.org",
+        "Shared.Example.Org",
+    ];
+    let clients: Vec<_> = (0..40u16)
+        .map(|i| {
+            let server = sh.dns;
+            let name = names[usize::from(i) % names.len()];
+            std::thread::spawn(move || {
+                let q = Q::a(name).id(1000 + i);
+                let r = if i % 4 == 0 {
+                    q.tcp(server)
+                } else {
+                    q.udp(server)
+                };
+                (i, name, r)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, name, r) = c.join().unwrap();
+        assert_eq!(r.id(), 1000 + i);
+        assert_eq!(r.a_addrs(), vec![ip(42)], "{}", r.dump());
+        assert_eq!(
+            r.question_bytes(),
+            question_bytes(&Q::a(name).bytes()),
+            "the client's own question, in its own case"
+        );
+    }
+    let asked = up.count_for("shared.example.org");
+    assert!(
+        (1..=2).contains(&asked),
+        "40 clients cost {asked} upstream queries (one per worker at most)"
+    );
+}

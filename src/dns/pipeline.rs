@@ -47,6 +47,7 @@ use super::parse::{self, Query, RejectKind, Rejection};
 use super::policy::{PolicyStage, Verdict};
 use super::record::{CacheLookup, Decided, Observe, Outcome, QueryRecord};
 use super::request::{Request, Transport};
+use super::upstream::loops::LoopGuard;
 use super::upstream::{Chased, Finished, HeldQuery};
 use super::wire::{
     EXT_RCODE_BADVERS, RCODE_FORMERR, RCODE_MASK, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL,
@@ -76,6 +77,8 @@ pub struct Pipeline {
     cache: Cache,
     style: BlockStyle,
     observer: Arc<dyn Observe>,
+    /// Our own loop probes, recognised when an upstream sends them back.
+    loops: Arc<LoopGuard>,
 }
 
 impl Pipeline {
@@ -86,6 +89,7 @@ impl Pipeline {
         cache: Cache,
         style: BlockStyle,
         observer: Arc<dyn Observe>,
+        loops: Arc<LoopGuard>,
     ) -> Self {
         Self {
             access,
@@ -94,6 +98,7 @@ impl Pipeline {
             cache,
             style,
             observer,
+            loops,
         }
     }
 
@@ -134,6 +139,17 @@ impl Pipeline {
             Ok(q) => q,
             Err(rejection) => return self.reject(req, &rejection, out),
         };
+        // Our own loop probe, sent back by an upstream: it goes no further
+        // (see `upstream::loops`).
+        if self.loops.is_probe(q.qname) {
+            let text: [&[u8]; 1] = [b"forwarding loop: this query came from this server"];
+            let ede = Extra::Ede {
+                code: EDE_PROHIBITED,
+                text: &text,
+            };
+            answers::query_error(out, &q, RCODE_REFUSED, ede);
+            return self.finish_local(req, &q, Decided::NotAsked, out, Outcome::Refused);
+        }
 
         // 3. policy
         let snapshot = self.policy.snapshot();

@@ -30,6 +30,29 @@ pub fn free_port() -> u16 {
     panic!("could not find a free loopback port for TCP+UDP");
 }
 
+/// A free port outside the kernel's ephemeral range (32768 and up), for a
+/// server that must bind it some time after it is chosen: no socket bound
+/// to port 0 meanwhile can take it.
+pub fn free_fixed_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    for i in 0..2_000u64 {
+        let port = 10_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 7919))
+                % 22_000) as u16;
+        let tcp_free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+        let udp_free = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+        if tcp_free && udp_free && claim(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free fixed loopback port");
+}
+
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
 }

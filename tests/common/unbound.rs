@@ -93,14 +93,42 @@ impl Unbound {
         }))
     }
 
+    /// An Unbound on `port` that forwards everything but `test.internal.`
+    /// (its readiness probe) to `to`, as a site resolver pointed at
+    /// sinkhole would.
+    pub fn forwarder_on_or_skip(port: u16, to: SocketAddr) -> Option<Unbound> {
+        let bin = require("unbound", "unbound")?;
+        Some(Self::start_on(&bin, Some(port), |dir, port| {
+            let mut c = server_clause(dir, port, "iterator");
+            c += "    do-not-query-localhost: no\n";
+            c += "    local-zone: \"test.internal.\" static\n";
+            c += "    local-data: \"www.test.internal. 300 IN A 192.0.2.10\"\n";
+            c += &format!(
+                "forward-zone:\n    name: \".\"\n    forward-addr: {}@{}\n",
+                to.ip(),
+                to.port()
+            );
+            c += "remote-control:\n    control-enable: no\n";
+            c
+        }))
+    }
+
     fn start(bin: &std::path::Path, make_config: impl Fn(&str, u16) -> String) -> Unbound {
+        Self::start_on(bin, None, make_config)
+    }
+
+    fn start_on(
+        bin: &std::path::Path,
+        fixed_port: Option<u16>,
+        make_config: impl Fn(&str, u16) -> String,
+    ) -> Unbound {
         let mut failures = String::new();
         for attempt in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix("unbound-e2e-")
                 .tempdir()
                 .unwrap();
-            let port = ports::free_port();
+            let port = fixed_port.unwrap_or_else(ports::free_port);
             let conf = dir.path().join("unbound.conf");
             fs::write(&conf, make_config(dir.path().to_str().unwrap(), port)).unwrap();
             let log = dir.path().join("unbound.log");

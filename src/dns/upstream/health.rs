@@ -1,36 +1,90 @@
 //! Which upstream servers are down, and the probe that brings them back.
 //!
-//! A server is marked down by the attempt that times out or errs there,
-//! and up by any answer. While it is down every worker skips it, so the
+//! A server is marked down by the [`DOWN_AFTER`]th attempt in a row that
+//! times out or errs there, and up by any answer. While it is down every worker skips it, so the
 //! healthy servers take the load at once instead of each query waiting a
 //! timeout first; when all are down, queries try them in order anyway (a
 //! real query is the fastest probe, and no blackout outlasts a blip). A
-//! background task asks each down server for `. NS` every
+//! background task asks each down server a probe question every
 //! [`PROBE_EVERY`] and marks it up when it answers (SPEC: at least every
 //! 5 s), Unbound's "probe the down server" without sending it client
-//! traffic.
+//! traffic. The question is the loop probe of [`super::loops`], so the
+//! same probe also finds a server that sends our queries back to us.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::loops::LOOP_CHECK_EVERY;
+
 /// How often a down server is asked.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Failed attempts in a row (no answer between them, from any worker)
+/// that mark a server down. More than one, so that one name a recursor is
+/// slow to resolve, or one client's odd query, cannot take a healthy server
+/// out of service; any answer starts the count again.
+pub const DOWN_AFTER: u32 = 3;
 
 /// Up or down, per server (by index).
 #[derive(Debug)]
 pub struct Health {
     down: Box<[AtomicBool]>,
+    failures: Box<[AtomicU32]>,
+    /// Failed, or answered with an error, since the last probe: probed at
+    /// the next tick (a loop shows first as errors, see `loops`).
+    suspect: Box<[AtomicBool]>,
 }
 
 impl Health {
     pub fn new(addrs: &[SocketAddr]) -> Self {
         Self {
             down: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
+            failures: addrs.iter().map(|_| AtomicU32::new(0)).collect(),
+            suspect: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// `server` failed or answered with an error: probe it soon.
+    #[inline]
+    pub fn suspect(&self, server: usize) {
+        if let Some(s) = self.suspect.get(server)
+            && !s.load(Ordering::Relaxed)
+        {
+            s.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Was `server` suspect since the last call? Clears it.
+    fn take_suspect(&self, server: usize) -> bool {
+        self.suspect
+            .get(server)
+            .is_some_and(|s| s.swap(false, Ordering::Relaxed))
+    }
+
+    /// An attempt at `server` failed: the [`DOWN_AFTER`]th in a row marks
+    /// it down.
+    pub fn failed(&self, server: usize, addr: SocketAddr) {
+        self.suspect(server);
+        if let Some(f) = self.failures.get(server)
+            && f.fetch_add(1, Ordering::Relaxed) + 1 >= DOWN_AFTER
+        {
+            self.mark_down(server, addr);
+        }
+    }
+
+    /// An attempt at `server` was answered.
+    #[inline]
+    pub fn answered(&self, server: usize, addr: SocketAddr) {
+        if let Some(f) = self.failures.get(server)
+            && f.load(Ordering::Relaxed) != 0
+        {
+            f.store(0, Ordering::Relaxed);
+        }
+        self.mark_up(server, addr);
     }
 
     #[inline]
@@ -48,74 +102,95 @@ impl Health {
         }
     }
 
-    pub fn mark_up(&self, server: usize, addr: SocketAddr) {
+    fn mark_up(&self, server: usize, addr: SocketAddr) {
         if let Some(d) = self.down.get(server)
             && d.swap(false, Ordering::Relaxed)
         {
             tracing::info!(event = "upstream_up", upstream = %addr, "upstream answers again");
         }
     }
-
-    fn down_servers(&self) -> Vec<usize> {
-        (0..self.down.len()).filter(|&i| !self.is_up(i)).collect()
-    }
 }
 
-/// Probes every down server each [`PROBE_EVERY`] until `shutdown`.
+/// Probes every down, looped or suspect (failed or answered with an error
+/// since the last tick) server each [`PROBE_EVERY`], and every server at
+/// start and each [`LOOP_CHECK_EVERY`], until `shutdown`. The
+/// probe is the loop probe of [`super::loops`]: an answer that did not come
+/// back through our own listener marks a server up and not looped; one
+/// that came back marks it looped (the pipeline does, as it arrives).
 pub async fn probe(servers: Arc<super::Servers>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_check_all: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
+        let now = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            now = tick.tick() => now,
+        };
+        let check_all = last_check_all.is_none_or(|t| now - t >= LOOP_CHECK_EVERY);
+        if check_all {
+            last_check_all = Some(now);
         }
-        for i in servers.health.down_servers() {
-            let addr = servers.addrs[i];
-            if answers(addr, servers.timeout).await {
-                servers.health.mark_up(i, addr);
+        for (i, &addr) in servers.addrs.iter().enumerate() {
+            let suspect = servers.health.take_suspect(i);
+            if check_all || suspect || !servers.health.is_up(i) || servers.loops.is_looped(i) {
+                check(&servers, i, addr).await;
             }
         }
     }
 }
 
-/// Whether `addr` answers `. NS` (any RCODE) within `timeout`, from the
-/// address and port asked, under the ID sent.
-async fn answers(addr: SocketAddr, timeout: Duration) -> bool {
+/// Sends server `i` the loop probe and settles its health by the outcome:
+/// any answer means the server is alive; only a final one (NOERROR or
+/// NXDOMAIN) that did not come back through our listener clears a loop (a
+/// forwarder that has given up on us answers SERVFAIL without asking us).
+async fn check(servers: &super::Servers, i: usize, addr: SocketAddr) {
+    let (question, nonce) = servers.loops.probe_question(i);
+    let rcode = answer_rcode(addr, &question, servers.timeout).await;
+    if servers.loops.came_back(i, nonce) {
+        servers.health.mark_down(i, addr);
+        return;
+    }
+    match rcode {
+        Some(0 | 3) => {
+            servers.loops.clear(i, addr);
+            servers.health.answered(i, addr);
+        }
+        Some(_) if !servers.loops.is_looped(i) => servers.health.answered(i, addr),
+        _ => {}
+    }
+}
+
+/// The RCODE `addr` answers `question` with, if it does within `timeout`,
+/// from the address and port asked, under the ID sent.
+async fn answer_rcode(addr: SocketAddr, question: &[u8], timeout: Duration) -> Option<u8> {
     let bind: SocketAddr = if addr.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
-        return false;
-    };
-    if sock.connect(addr).await.is_err() {
-        return false;
-    }
+    let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    sock.connect(addr).await.ok()?;
     let id = rand::random::<u16>();
-    let mut query = Vec::with_capacity(17);
+    let mut query = Vec::with_capacity(12 + question.len());
     query.extend_from_slice(&id.to_be_bytes());
     query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
-    query.extend_from_slice(&[0, 0, 2, 0, 1]); // . NS IN
-    if sock.send(&query).await.is_err() {
-        return false;
-    }
+    query.extend_from_slice(question);
+    sock.send(&query).await.ok()?;
     let mut buf = [0u8; 512];
     let reply = tokio::time::timeout(timeout, async {
         loop {
             match sock.recv(&mut buf).await {
                 // A connected socket only hears from `addr`.
                 Ok(n) if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 => {
-                    return true;
+                    return Some(buf[3] & 0x0F);
                 }
                 Ok(_) => continue,
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
     })
     .await;
-    reply.unwrap_or(false)
+    reply.ok().flatten()
 }
 
 #[cfg(test)]
@@ -130,11 +205,19 @@ mod tests {
         ];
         let h = Health::new(&addrs);
         assert!(h.is_up(0) && h.is_up(1));
-        h.mark_down(1, addrs[1]);
+        for _ in 1..DOWN_AFTER {
+            h.failed(1, addrs[1]);
+        }
+        assert!(h.is_up(1), "fewer failures than DOWN_AFTER");
+        h.answered(1, addrs[1]);
+        for _ in 1..DOWN_AFTER {
+            h.failed(1, addrs[1]);
+        }
+        assert!(h.is_up(1), "an answer starts the count again");
+        h.failed(1, addrs[1]);
         assert!(h.is_up(0) && !h.is_up(1));
-        assert_eq!(h.down_servers(), vec![1]);
-        h.mark_up(1, addrs[1]);
-        assert!(h.down_servers().is_empty());
+        h.answered(1, addrs[1]);
+        assert!(h.is_up(0) && h.is_up(1));
         assert!(h.is_up(7), "no such server: never skipped");
     }
 }

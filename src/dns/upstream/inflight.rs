@@ -1,16 +1,32 @@
 //! The table of queries waiting for an upstream: a slab bounded by
-//! configuration, and an index from (socket, ID) to its entry.
+//! configuration, an index from (socket, ID) to its entry, and one from
+//! question to entry.
 //!
 //! An entry holds everything its answer needs (the held query and where to
 //! send the answer), so a reply is matched with one hash lookup and
 //! answered without reading the client's packet again. Entries are reused:
 //! after warm-up, forwarding a query allocates nothing here.
+//!
+//! A query whose question is already waiting joins that entry as a
+//! follower instead of going upstream again (Unbound's mesh does the same):
+//! a thousand clients asking for a name that just expired cost one upstream
+//! query, and a query that comes back to us through a forwarding loop
+//! joins itself instead of going round again, which is what bounds the work
+//! one client query can cause. Followers count against the same capacity.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
 use super::{HeldQuery, Kept, ReplyTo};
+use crate::dns::wire::MAX_QUESTION_LEN;
+use crate::keyed::{Keyed, PassThroughState};
+
+/// Most followers one waiting query takes; past it a query of the same
+/// question goes upstream on its own (the list's memory stays bounded per
+/// entry, and one slow answer does not hold an unbounded crowd).
+pub const MAX_FOLLOWERS: usize = 256;
 
 /// One query waiting, and where its current attempt stands.
 pub struct Waiting {
@@ -24,6 +40,10 @@ pub struct Waiting {
     pub(super) deadline: Instant,
     /// The last answer with an error RCODE, relayed if no server does better.
     pub(super) last: Option<Box<Kept>>,
+    /// Queries for the same question that wait on this one's answer.
+    pub(super) followers: Vec<(HeldQuery, ReplyTo)>,
+    /// This entry's key in the question index, when it is there.
+    pub(super) question_key: Option<u64>,
 }
 
 /// Where a waiting query's current attempt is.
@@ -50,7 +70,11 @@ pub struct Inflight {
     /// (pool slot << 16 | query ID) → entry. Keys are our own random IDs,
     /// not attacker input, so the fast unkeyed hash is fine.
     by_id: FxHashMap<u32, u32>,
+    /// Question (keyed hash: names come from clients) → entry.
+    by_question: HashMap<u64, u32, PassThroughState>,
+    keyed: Keyed,
     capacity: usize,
+    /// Entries and their followers.
     live: usize,
 }
 
@@ -64,8 +88,46 @@ impl Inflight {
             entries: Vec::new(),
             free: Vec::new(),
             by_id: FxHashMap::default(),
+            by_question: HashMap::default(),
+            keyed: Keyed::random(),
             capacity,
             live: 0,
+        }
+    }
+
+    /// The question index's key for `held`: its question without regard to
+    /// case, and the DO and CD bits (they change the answer).
+    pub fn question_key(&self, held: &HeldQuery) -> u64 {
+        let q = held.query();
+        let mut buf = [0u8; MAX_QUESTION_LEN + 1];
+        let n = q.question.len().min(MAX_QUESTION_LEN);
+        for (b, c) in buf.iter_mut().zip(&q.question[..n]) {
+            *b = c.to_ascii_lowercase();
+        }
+        buf[n] = u8::from(q.dnssec_ok()) << 1 | u8::from(q.cd());
+        self.keyed.hash(&buf[..=n])
+    }
+
+    /// The entry `held` may follow: one waiting for the same question,
+    /// with room for another follower.
+    pub fn leader_for(&self, key: u64, held: &HeldQuery) -> Option<u32> {
+        if !self.has_room() {
+            return None;
+        }
+        let index = *self.by_question.get(&key)?;
+        let w = self.get(index)?;
+        let (a, b) = (w.held.query(), held.query());
+        let same = a.question.eq_ignore_ascii_case(b.question)
+            && a.dnssec_ok() == b.dnssec_ok()
+            && a.cd() == b.cd();
+        (same && w.followers.len() < MAX_FOLLOWERS).then_some(index)
+    }
+
+    /// Adds a follower to entry `index` (from [`Inflight::leader_for`]).
+    pub fn follow(&mut self, index: u32, held: HeldQuery, reply_to: ReplyTo) {
+        if let Some(w) = self.get_mut(index) {
+            w.followers.push((held, reply_to));
+            self.live += 1;
         }
     }
 
@@ -97,10 +159,25 @@ impl Inflight {
                 (self.entries.len() - 1) as u32
             }
         };
+        let key = w.question_key;
         let e = &mut self.entries[index as usize];
         e.generation = e.generation.wrapping_add(1);
         e.waiting = Some(w);
         self.live += 1;
+        if let Some(key) = key {
+            match self.by_question.entry(key) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(index);
+                }
+                // Another entry (full of followers) has it: this one is
+                // not in the index.
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    if let Some(w) = self.get_mut(index) {
+                        w.question_key = None;
+                    }
+                }
+            }
+        }
         Some(index)
     }
 
@@ -116,11 +193,15 @@ impl Inflight {
         self.entries.get(index as usize).map_or(0, |e| e.generation)
     }
 
-    /// Removes an entry (its UDP attempt must already be unbound).
+    /// Removes an entry with its followers (its UDP attempt must already
+    /// be unbound).
     pub fn take(&mut self, index: u32) -> Option<Waiting> {
         let w = self.entries.get_mut(index as usize)?.waiting.take()?;
         self.free.push(index);
-        self.live -= 1;
+        self.live -= 1 + w.followers.len();
+        if let Some(key) = w.question_key {
+            self.by_question.remove(&key);
+        }
         Some(w)
     }
 

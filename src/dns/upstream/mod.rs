@@ -23,11 +23,13 @@
 
 pub mod health;
 pub mod inflight;
+pub mod loops;
 pub mod pool;
 pub mod reply;
 pub mod tcp;
 
 use health::Health;
+use loops::LoopGuard;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::inflight::{Attempt, Inflight, Waiting};
 use self::pool::Pool;
-use self::reply::{Validated, matches, validate};
+use self::reply::{Rejected, Validated, matches, validate};
 use super::answers::{EDNS_PAYLOAD, Upstreamed};
 use super::parse::Query;
 use super::record::{AttemptResult, Decided, Observe, UpstreamAttempt};
@@ -62,33 +64,47 @@ pub struct Servers {
     /// Which servers are down, by index: shared by every worker, so one
     /// worker's timeout spares the others the wait.
     pub health: Health,
+    /// Which servers send our own queries back to us (shared with the
+    /// pipeline, which sees the probes arrive).
+    pub loops: Arc<LoopGuard>,
 }
 
 impl Servers {
     pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Self {
         let health = Health::new(&addrs);
+        let loops = Arc::new(LoopGuard::new(&addrs));
         Self {
             addrs,
             timeout,
             health,
+            loops,
         }
     }
 
+    /// May a query be sent to `server`? Not when it loops back to us.
+    #[inline]
+    fn usable(&self, server: usize) -> bool {
+        !self.loops.is_looped(server)
+    }
+
     /// The first server a new query tries: the first that is up, in
-    /// order; when every one is down, the first (a real query doubles as a
-    /// probe rather than no query getting an answer).
+    /// order; when every one is down, the first that does not loop (a real
+    /// query doubles as a probe rather than no query getting an answer);
+    /// `addrs.len()` when every one loops.
     fn first(&self) -> usize {
         (0..self.addrs.len())
-            .find(|&i| self.health.is_up(i))
-            .unwrap_or(0)
+            .find(|&i| self.health.is_up(i) && self.usable(i))
+            .or_else(|| (0..self.addrs.len()).find(|&i| self.usable(i)))
+            .unwrap_or(self.addrs.len())
     }
 
     /// The server after `current` for a query that failed there: the next
-    /// that is up, or, when all are down, simply the next.
+    /// that is up, or, when all are down, simply the next; never one that
+    /// loops.
     fn after(&self, current: usize) -> usize {
         let all_down = (0..self.addrs.len()).all(|i| !self.health.is_up(i));
         (current + 1..self.addrs.len())
-            .find(|&i| all_down || self.health.is_up(i))
+            .find(|&i| (all_down || self.health.is_up(i)) && self.usable(i))
             .unwrap_or(self.addrs.len())
     }
 }
@@ -307,6 +323,24 @@ fn kept_view(k: &Kept) -> Reply<'_> {
     }
 }
 
+/// Hands a finished query's answer to it and to every follower.
+fn finish(
+    w: Waiting,
+    finished: Finished<'_>,
+    deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
+) {
+    let Waiting {
+        held,
+        reply_to,
+        followers,
+        ..
+    } = w;
+    deliver(&held, reply_to, finished);
+    for (held, reply_to) in followers {
+        deliver(&held, reply_to, finished);
+    }
+}
+
 /// One worker's upstream stage.
 pub struct Upstream {
     servers: Arc<Servers>,
@@ -377,15 +411,25 @@ impl Upstream {
         self.earliest
     }
 
-    /// May another query wait? When not, the caller answers SERVFAIL at
-    /// once rather than queue without bound.
+    /// May another query wait? When not (the table is full, or every
+    /// server loops back to us), the caller answers SERVFAIL at once
+    /// rather than queue without bound.
     pub fn has_room(&self) -> bool {
-        self.waiting.has_room()
+        self.waiting.has_room() && !self.servers.loops.all_looped()
     }
 
     /// Takes a query to forward (there must be room); it goes out at the
     /// next [`Upstream::flush`].
     pub fn submit(&mut self, held: HeldQuery, reply_to: ReplyTo, now: Instant) {
+        // An RPZ chase answers another question than its own: not shared.
+        let question_key = match held.chase {
+            None => Some(self.waiting.question_key(&held)),
+            Some(_) => None,
+        };
+        if let Some(index) = question_key.and_then(|k| self.waiting.leader_for(k, &held)) {
+            self.waiting.follow(index, held, reply_to);
+            return;
+        }
         let w = Waiting {
             held,
             reply_to,
@@ -394,6 +438,8 @@ impl Upstream {
             sent: now,
             deadline: now,
             last: None,
+            followers: Vec::new(),
+            question_key,
         };
         match self.waiting.insert(w) {
             Some(index) => self.queue.push(index),
@@ -465,7 +511,7 @@ impl Upstream {
         &mut self,
         slot: u16,
         now: Instant,
-        deliver: &mut impl FnMut(Waiting, Finished<'_>),
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
     ) {
         let fd = self.pool.fd(slot);
         loop {
@@ -492,7 +538,7 @@ impl Upstream {
         slot: u16,
         i: usize,
         now: Instant,
-        deliver: &mut impl FnMut(Waiting, Finished<'_>),
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
     ) {
         // Whatever does not answer a query we sent is dropped, counted,
         // and the query goes on waiting for the real answer.
@@ -517,15 +563,31 @@ impl Upstream {
             return; // not from the server we asked
         }
         let question = w.held.query().question;
-        let Ok(truncated) = matches(packet, id, question) else {
-            self.observer.upstream_mismatched();
-            return; // another question under our ID: ignore it
-        };
         let (server_index, took, qlen) = (
             w.server,
             now.saturating_duration_since(w.sent),
             question.len(),
         );
+        let truncated = match matches(packet, id, question) {
+            Ok(truncated) => truncated,
+            Err(Rejected::BareError) => {
+                // Alive, but no use for this question: the next server.
+                self.servers.health.suspect(server_index);
+                self.waiting.unbind(slot, id);
+                self.pool.done(slot);
+                self.attempted(&UpstreamAttempt {
+                    server: server_index,
+                    result: AttemptResult::Answered,
+                    took,
+                });
+                self.next_server(index, deliver);
+                return;
+            }
+            Err(_) => {
+                self.observer.upstream_mismatched();
+                return; // another question under our ID: ignore it
+            }
+        };
         self.waiting.unbind(slot, id);
         self.pool.done(slot);
         if truncated {
@@ -544,7 +606,7 @@ impl Upstream {
         server: usize,
         valid: bool,
         took: Duration,
-        deliver: &mut impl FnMut(Waiting, Finished<'_>),
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
     ) {
         let result = if valid {
             AttemptResult::Answered
@@ -559,9 +621,14 @@ impl Upstream {
         });
         if valid && self.scratch.is_final() {
             if let Some(w) = self.waiting.take(index) {
-                deliver(w, Finished::Answered(view(&self.scratch)));
+                finish(w, Finished::Answered(view(&self.scratch)), deliver);
             }
             return;
+        }
+        if valid {
+            // An error RCODE: a loop shows first as these (our own SERVFAIL
+            // coming back), so the server is probed soon.
+            self.servers.health.suspect(server);
         }
         if valid && let Some(w) = self.waiting.get_mut(index) {
             // An error RCODE: keep it, in case nobody answers better.
@@ -583,14 +650,18 @@ impl Upstream {
         self.observer.upstream(attempt);
         let addr = self.servers.addrs[attempt.server];
         if attempt.result == AttemptResult::Answered {
-            self.servers.health.mark_up(attempt.server, addr);
+            self.servers.health.answered(attempt.server, addr);
         } else {
-            self.servers.health.mark_down(attempt.server, addr);
+            self.servers.health.failed(attempt.server, addr);
         }
     }
 
     /// Moves a query on to the next server, or finishes it.
-    fn next_server(&mut self, index: u32, deliver: &mut impl FnMut(Waiting, Finished<'_>)) {
+    fn next_server(
+        &mut self,
+        index: u32,
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
+    ) {
         let servers = self.servers.addrs.len();
         let Some(w) = self.waiting.get_mut(index) else {
             return;
@@ -607,7 +678,7 @@ impl Upstream {
                 Some(k) => Finished::Answered(kept_view(k)),
                 None => Finished::NoAnswer,
             };
-            deliver(w, finished);
+            finish(w, finished, deliver);
         }
     }
 
@@ -649,7 +720,7 @@ impl Upstream {
         &mut self,
         done: TcpDone,
         now: Instant,
-        deliver: &mut impl FnMut(Waiting, Finished<'_>),
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
     ) {
         if self.waiting.generation(done.entry) != done.generation {
             return;
@@ -687,7 +758,11 @@ impl Upstream {
     }
 
     /// Moves on every query whose UDP attempt has timed out.
-    pub fn expire(&mut self, now: Instant, deliver: &mut impl FnMut(Waiting, Finished<'_>)) {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        deliver: &mut impl FnMut(&HeldQuery, ReplyTo, Finished<'_>),
+    ) {
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }

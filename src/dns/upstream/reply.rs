@@ -32,6 +32,11 @@ pub enum Rejected {
     /// Answers our query but cannot be read (or lies about its length).
     #[error("malformed reply")]
     Malformed,
+    /// Our ID, but no question and an error RCODE (FORMERR, SERVFAIL,
+    /// NOTIMP, REFUSED): a server may leave the question out of an error
+    /// answer. The server is alive; the query moves on.
+    #[error("error reply without a question")]
+    BareError,
 }
 
 /// A reply that passed, in a buffer reused from query to query.
@@ -62,11 +67,20 @@ impl Validated {
 /// without regard to case) and says nothing else about it. Returns whether
 /// the reply is truncated (TC).
 pub fn matches(reply: &[u8], id: u16, question: &[u8]) -> Result<bool, Rejected> {
-    if reply.len() < HEADER_LEN + question.len() {
+    if reply.len() < HEADER_LEN {
         return Err(Rejected::Mismatch);
     }
     let flags = u16::from_be_bytes([reply[2], reply[3]]);
-    if read_u16(reply, 0) != Some(id)
+    if read_u16(reply, 0) == Some(id)
+        && flags & FLAG_QR != 0
+        && flags & OPCODE_MASK == 0
+        && read_u16(reply, 4) == Some(0)
+        && matches!(flags & RCODE_MASK, 1 | 2 | 4 | 5)
+    {
+        return Err(Rejected::BareError);
+    }
+    if reply.len() < HEADER_LEN + question.len()
+        || read_u16(reply, 0) != Some(id)
         || flags & FLAG_QR == 0
         || flags & OPCODE_MASK != 0
         || read_u16(reply, 4) != Some(1)
@@ -347,6 +361,22 @@ mod tests {
         let mut upper = question();
         upper[1] = b'W';
         assert_eq!(matches(&r, 99, &upper), Ok(false));
+    }
+
+    #[test]
+    fn an_error_without_the_question_is_told_apart() {
+        for rcode in [1u16, 2, 4, 5] {
+            let mut r = Vec::new();
+            put_header(&mut r, 99, FLAG_QR | rcode, [0, 0, 0, 0]);
+            assert_eq!(matches(&r, 99, &question()), Err(Rejected::BareError));
+            assert_eq!(matches(&r, 98, &question()), Err(Rejected::Mismatch));
+        }
+        // NOERROR or NXDOMAIN without the question answers nothing.
+        for rcode in [0u16, 3] {
+            let mut r = Vec::new();
+            put_header(&mut r, 99, FLAG_QR | rcode, [0, 0, 0, 0]);
+            assert_eq!(matches(&r, 99, &question()), Err(Rejected::Mismatch));
+        }
     }
 
     #[test]
