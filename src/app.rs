@@ -182,7 +182,7 @@ pub fn serve(config: Config) -> Result<(), AppError> {
 /// Raises the open-file soft limit to the hard limit and sizes each
 /// worker's upstream pool to fit what it allows.
 fn pool_sockets(workers: usize, families: usize) -> usize {
-    let limit = raise_fd_limit();
+    let limit = crate::fds::raise_limit();
     let room = limit.saturating_sub(RESERVED_FDS) / (workers * families.max(1)) as u64;
     let sockets = (room as usize).min(pool::SOCKETS);
     if sockets < pool::SOCKETS {
@@ -195,30 +195,6 @@ fn pool_sockets(workers: usize, families: usize) -> usize {
         );
     }
     sockets.max(16)
-}
-
-#[cfg(unix)]
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
 }
 
 async fn run(
@@ -249,6 +225,10 @@ async fn run(
     let audit = Arc::new(audit);
 
     let observer = Arc::new(Observer::new(metrics.clone(), audit.clone()));
+    let upstreams = Arc::new(Servers::new(
+        config.upstream.servers.clone(),
+        config.upstream.timeout,
+    ));
     let pipeline = Arc::new(Pipeline::new(
         config.access.stage(),
         config.limits.rate.map(RateLimiter::new),
@@ -260,6 +240,7 @@ async fn run(
             redirect_v6: config.block.redirect_v6,
         },
         observer.clone(),
+        upstreams.loops.clone(),
     ));
 
     // Admin first, so /readyz answers 503 while DNS comes up.
@@ -304,7 +285,6 @@ async fn run(
     let servers = &config.upstream.servers;
     let families = usize::from(servers.iter().any(|s| s.is_ipv4()))
         + usize::from(servers.iter().any(|s| s.is_ipv6()));
-    let upstreams = Arc::new(Servers::new(servers.clone(), config.upstream.timeout));
     tasks.spawn(upstream_health::probe(upstreams.clone(), shutdown.clone()));
     let worker_config = WorkerConfig {
         servers: upstreams.clone(),
@@ -331,6 +311,28 @@ async fn run(
         &tasks,
     )
     .await?;
+    // Everything is open that stays open: what the limit leaves is for
+    // client connections (`fds`).
+    let budget = crate::fds::settle();
+    let wanted = config.limits.tcp_connections + crate::http::limits::MAX_CONNECTIONS;
+    if budget.connections < wanted {
+        tracing::warn!(
+            open_files = budget.limit,
+            open = budget.open,
+            connections = budget.connections,
+            wanted,
+            "the open-file limit allows fewer client connections than limits.tcp_connections \
+             and the admin API's cap; past it connections are closed at once, UDP is unaffected \
+             (raise LimitNOFILE=)"
+        );
+    } else {
+        tracing::info!(
+            open_files = budget.limit,
+            open = budget.open,
+            connections = budget.connections,
+            "descriptor budget"
+        );
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(upstreams = ?config.upstream.servers, "ready");
 

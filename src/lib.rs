@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod diff;
 pub mod dns;
+pub mod fds;
 pub mod http;
 pub mod keyed;
 pub mod lists;

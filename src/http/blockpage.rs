@@ -197,12 +197,15 @@ pub async fn serve_http(
         let Ok(permit) = page.permits.clone().try_acquire_owned() else {
             continue; // at the cap: closed at once
         };
+        let Some(fd) = crate::fds::take() else {
+            continue; // the descriptor budget is spent: closed at once
+        };
         let _ = stream.set_nodelay(true);
         let page = page.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             connection(stream, peer, None, &page, shutdown).await;
-            drop(permit);
+            drop((permit, fd));
         });
     }
 }
@@ -230,6 +233,9 @@ pub async fn serve_https(
         let Ok(permit) = page.permits.clone().try_acquire_owned() else {
             continue;
         };
+        let Some(fd) = crate::fds::take() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let page = page.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(cert.config());
@@ -241,7 +247,7 @@ pub async fn serve_https(
                 let sni = tls.get_ref().1.server_name().map(str::to_owned);
                 connection(tls, peer, sni, &page, shutdown).await;
             }
-            drop(permit);
+            drop((permit, fd));
         });
     }
 }

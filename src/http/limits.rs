@@ -1,5 +1,6 @@
 //! The admin API's connection limits (SPEC "Holding up"): at most
-//! [`MAX_CONNECTIONS`] open, past which new ones are closed at once; a
+//! [`MAX_CONNECTIONS`] open, and none past the process's descriptor budget
+//! (`fds`), past which new ones are closed at once; a
 //! request's headers must arrive within [`HEADER_TIMEOUT`] of its first
 //! byte (or of the connection's opening); a connection idle for
 //! [`IDLE_TIMEOUT`] between requests is closed. The block page has the
@@ -64,12 +65,15 @@ impl axum::serve::Listener for Limited {
                         continue;
                     }
                 };
-                if self.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                let permit = (self.open.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS)
+                    .then(crate::fds::take)
+                    .flatten();
+                let Some(permit) = permit else {
                     self.open.fetch_sub(1, Ordering::Relaxed);
                     drop(stream); // closed at once
                     continue;
-                }
-                return (Deadlined::new(stream, self.open.clone()), addr);
+                };
+                return (Deadlined::new(stream, self.open.clone(), permit), addr);
             }
         }
     }
@@ -92,10 +96,12 @@ pub struct Deadlined {
     /// The last four bytes read, to see the blank line.
     tail: [u8; 4],
     open: Arc<AtomicUsize>,
+    /// Its descriptor in the process's budget (`fds`).
+    _permit: crate::fds::FdPermit,
 }
 
 impl Deadlined {
-    fn new(stream: TcpStream, open: Arc<AtomicUsize>) -> Self {
+    fn new(stream: TcpStream, open: Arc<AtomicUsize>, permit: crate::fds::FdPermit) -> Self {
         Self {
             stream,
             deadline: Box::pin(tokio::time::sleep(HEADER_TIMEOUT)),
@@ -103,6 +109,7 @@ impl Deadlined {
             handling: false,
             tail: [0; 4],
             open,
+            _permit: permit,
         }
     }
 

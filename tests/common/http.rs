@@ -54,7 +54,7 @@ pub fn try_request(
     try_request_within(addr, method, path, body, Duration::from_secs(10))
 }
 
-fn try_request_within(
+pub fn try_request_within(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -73,6 +73,9 @@ pub struct Setup {
     extra_yaml: String,
     /// Lines added under `listen:` (indented).
     extra_listen: String,
+    /// A program (and its arguments) the server is started through, e.g.
+    /// `prlimit --nofile=1024:1024 --`.
+    launcher: Vec<String>,
 }
 
 impl Default for Setup {
@@ -106,7 +109,14 @@ impl Setup {
             blockpage_tls: None,
             extra_yaml: String::new(),
             extra_listen: String::new(),
+            launcher: vec![],
         }
+    }
+
+    /// Starts the server through `argv` (the server's own command follows).
+    pub fn launched_by(mut self, argv: &[&str]) -> Self {
+        self.launcher = argv.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     /// Serves the block page over HTTP.
@@ -486,7 +496,15 @@ impl Sinkhole {
             .unwrap();
             let stdout = setup.dir().join(format!("serve-{attempt}.stdout"));
             let stderr = setup.dir().join(format!("serve-{attempt}.stderr"));
-            let mut child = Command::new(BIN)
+            let mut command = match setup.launcher.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(BIN);
+                    c
+                }
+                None => Command::new(BIN),
+            };
+            let mut child = command
                 .arg("serve")
                 .arg("-c")
                 .arg(setup.config_path())
