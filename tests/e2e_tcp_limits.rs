@@ -109,3 +109,52 @@ fn five_hundred_idle_connections_do_not_stop_a_new_client() {
     );
     drop(idle);
 }
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_closed() {
+    // Queries for a blocked name, written as fast as the server takes them,
+    // answers never read: once the socket buffers are full the server
+    // cannot write, and after the idle timeout it closes the connection
+    // rather than hold it (and the answers queued) for ever.
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .list("ads", None, "ads.test\n")
+        .yaml("limits:\n  tcp_idle: 1s\n")
+        .serve();
+    let mut s = dns::tcp_connect(sh.dns);
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let query = Q::a("x.ads.test").bytes();
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    let batch: Vec<u8> = framed.repeat(256);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let closed_by_server = loop {
+        match s.write_all(&batch) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => break e,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client that never reads was kept open for a minute"
+        );
+    };
+    assert!(
+        matches!(
+            closed_by_server.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{closed_by_server}"
+    );
+    // And the server still answers.
+    assert_eq!(
+        Q::a("y.ads.test").tcp(sh.dns).rcode(),
+        ResponseCode::NXDomain
+    );
+}

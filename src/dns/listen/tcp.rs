@@ -1,5 +1,6 @@
-//! TCP: a task per connection, answering its queries in order (RFC 7766),
-//! closed after an idle timeout.
+//! TCP: a task per connection, answering its queries in order (RFC 7766:
+//! one in flight per connection), closed after an idle timeout, whether
+//! the client stops sending or stops reading.
 //!
 //! Blocked and cached answers are made on the connection's task; a query
 //! that must go upstream is handed to a worker's upstream stage (see
@@ -48,14 +49,18 @@ impl Open {
         }
     }
 
-    /// A slot for a new connection, or `None` at the cap.
+    /// A slot for a new connection, or `None` at the cap or when the
+    /// process's descriptor budget is spent (`fds`).
     fn take(self: &Arc<Self>) -> Option<Slot> {
         let n = self.count.fetch_add(1, Ordering::Relaxed);
-        if n >= self.limits.connections {
+        let permit = (n < self.limits.connections)
+            .then(crate::fds::take)
+            .flatten();
+        let Some(permit) = permit else {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return None;
-        }
-        Some(Slot(self.clone()))
+        };
+        Some(Slot(self.clone(), permit))
     }
 
     /// How long a connection may now sit without sending.
@@ -68,8 +73,9 @@ impl Open {
     }
 }
 
-/// One open connection's place in [`Open`]; given back on drop.
-struct Slot(Arc<Open>);
+/// One open connection's place in [`Open`] and its descriptor; given back
+/// on drop.
+struct Slot(Arc<Open>, #[allow(dead_code)] crate::fds::FdPermit);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -120,7 +126,7 @@ pub async fn accept(
             Ok((stream, peer)) => {
                 let Some(slot) = open.take() else {
                     // At the cap: closed at once (dropped here).
-                    tracing::debug!(client = %peer, "tcp connection refused: limits.tcp_connections reached");
+                    tracing::debug!(client = %peer, "tcp connection closed: limits.tcp_connections or the descriptor budget reached");
                     continue;
                 };
                 tasks.spawn(connection(
@@ -202,9 +208,15 @@ async fn connection(
                 }
             }
         }
-        // Answers are made to fit a frame (`answers::fit`).
-        if tcp_frame(&out, &mut framed).is_none() || stream.write_all(&framed).await.is_err() {
+        // Answers are made to fit a frame (`answers::fit`). A client that
+        // does not read its answers gets the idle timeout to take each
+        // one, then is closed: it holds no slot, and no memory, for longer.
+        if tcp_frame(&out, &mut framed).is_none() {
             return;
+        }
+        match tokio::time::timeout(slot.0.idle(), stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
 }

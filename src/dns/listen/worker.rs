@@ -25,7 +25,6 @@ use crate::dns::record::Observe;
 use crate::dns::request::{Request, Transport};
 use crate::dns::sys::mmsg::{BATCH, RecvBatch, SendBatch, Sent};
 use crate::dns::sys::poll::{Event, Poll, Wanted};
-use crate::dns::upstream::inflight::Waiting;
 use crate::dns::upstream::{Finished, HeldQuery, ReplyTo, Servers, TcpDone, Upstream};
 
 /// Largest query read over UDP; bigger ones are cut and then rejected.
@@ -203,13 +202,22 @@ pub async fn run(mut w: Worker, shutdown: CancellationToken) -> io::Result<()> {
         w.end_turn(now, &shutdown);
         // While sockets stay ready, take more turns without going back
         // through the runtime.
+        let mut busy = true;
         for _ in 1..TURNS_PER_WAKE {
             if !w.poll.try_ready(&mut w.events, MAX_EVENTS)? {
+                busy = false;
                 break;
             }
             now = Instant::now();
             w.on_events(now);
             w.end_turn(now, &shutdown);
+        }
+        // Still busy: let the runtime's other tasks (signals, the admin
+        // API, TCP) and its I/O driver run before the next wake. Under a
+        // flood the sockets never go quiet, and without this a SIGTERM
+        // was never seen.
+        if busy {
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -243,8 +251,8 @@ impl Worker {
         } = self;
         for ev in events.iter() {
             if let Some(slot) = upstream.owns(ev.token) {
-                upstream.on_readable(slot, now, &mut |w, f| {
-                    deliver(pipeline, poll, clients, now, w, f)
+                upstream.on_readable(slot, now, &mut |h, r, f| {
+                    deliver(pipeline, poll, clients, now, h, r, f)
                 });
             }
         }
@@ -308,8 +316,8 @@ impl Worker {
             upstream,
             ..
         } = self;
-        upstream.on_tcp_done(done, now, &mut |w, f| {
-            deliver(pipeline, poll, clients, now, w, f)
+        upstream.on_tcp_done(done, now, &mut |h, r, f| {
+            deliver(pipeline, poll, clients, now, h, r, f)
         });
     }
 
@@ -328,7 +336,9 @@ impl Worker {
             upstream,
             ..
         } = self;
-        upstream.expire(now, &mut |w, f| deliver(pipeline, poll, clients, now, w, f));
+        upstream.expire(now, &mut |h, r, f| {
+            deliver(pipeline, poll, clients, now, h, r, f)
+        });
         upstream.flush(now);
         for (token, c) in clients.iter_mut().enumerate() {
             c.flush(poll, token as u64);
@@ -344,10 +354,11 @@ fn deliver(
     poll: &Poll,
     clients: &mut [Client],
     now: Instant,
-    w: Waiting,
+    held: &HeldQuery,
+    reply_to: ReplyTo,
     finished: Finished<'_>,
 ) {
-    match w.reply_to {
+    match reply_to {
         ReplyTo::Udp { socket } => {
             let Some(c) = clients.get_mut(usize::from(socket)) else {
                 return;
@@ -357,17 +368,17 @@ fn deliver(
             }
             match c.out.next_buf() {
                 Some(buf) => {
-                    pipeline.resume(&w.held, finished, now, buf);
-                    c.out.commit(w.held.client, w.held.local);
+                    pipeline.resume(held, finished, now, buf);
+                    c.out.commit(held.client, held.local);
                 }
                 // The socket cannot take more now: the answer is lost like
                 // a dropped datagram, but the query is still recorded.
-                None => pipeline.resume(&w.held, finished, now, &mut Vec::new()),
+                None => pipeline.resume(held, finished, now, &mut Vec::new()),
             }
         }
         ReplyTo::Tcp(tx) => {
             let mut buf = Vec::with_capacity(512);
-            pipeline.resume(&w.held, finished, now, &mut buf);
+            pipeline.resume(held, finished, now, &mut buf);
             let _ = tx.send(buf);
         }
     }
