@@ -84,11 +84,21 @@ pub fn matches(reply: &[u8], id: u16, question: &[u8]) -> Result<bool, Rejected>
         || flags & FLAG_QR == 0
         || flags & OPCODE_MASK != 0
         || read_u16(reply, 4) != Some(1)
-        || !reply[HEADER_LEN..HEADER_LEN + question.len()].eq_ignore_ascii_case(question)
+        || !same_question(&reply[HEADER_LEN..HEADER_LEN + question.len()], question)
     {
         return Err(Rejected::Mismatch);
     }
     Ok(flags & FLAG_TC != 0)
+}
+
+/// The same question: the name without regard to case, type and class
+/// byte for byte (0x0041 and 0x0061 are different types, not one in two
+/// cases).
+fn same_question(theirs: &[u8], ours: &[u8]) -> bool {
+    let name = ours.len().saturating_sub(4);
+    theirs.len() == ours.len()
+        && theirs[..name].eq_ignore_ascii_case(&ours[..name])
+        && theirs[name..] == ours[name..]
 }
 
 /// Validates a whole (untruncated) reply that [`matches`] accepted, into
@@ -357,10 +367,17 @@ mod tests {
         let mut other = question();
         other[1] = b'x';
         assert_eq!(matches(&r, 99, &other), Err(Rejected::Mismatch));
-        // Case does not matter.
+        // Case does not matter in the name, but does in the type's bytes.
         let mut upper = question();
         upper[1] = b'W';
         assert_eq!(matches(&r, 99, &upper), Ok(false));
+        let mut ours = NAME.to_vec();
+        ours.extend_from_slice(&[0x00, 0x41, 0x00, 0x01]);
+        let mut theirs = Vec::new();
+        put_header(&mut theirs, 99, FLAG_QR, [1, 0, 0, 0]);
+        theirs.extend_from_slice(NAME);
+        theirs.extend_from_slice(&[0x00, 0x61, 0x00, 0x01]);
+        assert_eq!(matches(&theirs, 99, &ours), Err(Rejected::Mismatch));
     }
 
     #[test]
