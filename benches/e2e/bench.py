@@ -401,14 +401,14 @@ def render(template, dest, edit=None, **kv):
     return dest
 
 
-def sinkhole_conf(dest, log, **kv):
+def sinkhole_conf(dest, log, extra="", **kv):
     """conf/sinkhole.yaml with `log: <log>` in place of its `log:` line, or
-    without that line if `log` is None."""
+    without that line if `log` is None; `extra` (top-level YAML) appended."""
     def edit(text):
         text, n = LOG_LINE.subn("" if log is None else f"log: {log}\n", text)
         if n != 1:
             raise Failed("conf/sinkhole.yaml: expected exactly one line `log: {queries: none}`")
-        return text
+        return text + (extra.rstrip("\n") + "\n" if extra else "")
     return render("sinkhole.yaml", dest, edit=edit, **kv)
 
 
@@ -551,7 +551,12 @@ class Server:
             lg = LOG_CONF["sinkhole-base"] if knows_log(base, c.work) else None
             return [base, "serve", "-c", sinkhole_conf(f"{d}/sinkhole.yaml", lg, **kv)]
         if self.name in ("sinkhole", LOG_SERVER):
-            return [c.sinkhole, "serve", "-c", sinkhole_conf(f"{d}/sinkhole.yaml", LOG_CONF[self.name], **kv)]
+            # E2E_SINKHOLE_EXTRA: top-level YAML for this checkout's rows
+            # only (e.g. `limits: {client_qps: 10000000}`, a rate limit
+            # that never triggers); sinkhole-base predates most keys.
+            extra = os.environ.get("E2E_SINKHOLE_EXTRA", "")
+            return [c.sinkhole, "serve", "-c",
+                    sinkhole_conf(f"{d}/sinkhole.yaml", LOG_CONF[self.name], extra=extra, **kv)]
         if self.name == "unbound":
             write_list_derived("unbound", self.list, f"{d}/{DERIVED['unbound']}")
             return ["unbound", "-d", "-c", render("unbound.conf", f"{d}/unbound.conf", **kv)]
