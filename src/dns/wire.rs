@@ -188,6 +188,11 @@ pub fn read_record_with(
     name: fn(&[u8], usize) -> Option<usize>,
 ) -> Option<RecordPos> {
     let p = name(msg, pos)?;
+    record_after_owner(msg, pos, p)
+}
+
+/// A record's fixed fields, its owner at `pos` read up to `p`.
+pub fn record_after_owner(msg: &[u8], pos: usize, p: usize) -> Option<RecordPos> {
     let rtype = read_u16(msg, p)?;
     let class = read_u16(msg, p + 2)?;
     let ttl = read_u32(msg, p + 4)?;

@@ -4,9 +4,13 @@
 //! the one question) and every record in it reads: owner names and the
 //! names inside RDATA that may be compressed (RFC 3597 §4's list, plus SRV
 //! and DNAME, which some servers compress anyway) are followed through
-//! their pointers with [`name_end`], which refuses loops and forward
-//! pointers. Anything else is malformed, and the query moves on to the next
-//! upstream.
+//! their pointers by [`Labels`], which refuses loops and forward pointers,
+//! and takes a pointer only when it lands where an earlier name's label
+//! starts. The copy we keep differs from the reply (TTLs rewritten, OPT
+//! cut out, a client's own header): a pointer into the header, a TTL or
+//! past a cut OPT would read other bytes in the copy than were checked
+//! here (the upstream_answer fuzz target found each). Anything else is
+//! malformed, and the query moves on to the next upstream.
 //!
 //! What is kept is a copy fit for clients and the cache: the OPT record cut
 //! out (wherever it sits in the additional section), its EDE options kept
@@ -17,9 +21,9 @@
 
 use crate::dns::cache::MAX_TTL;
 use crate::dns::wire::{
-    FLAG_AD, FLAG_QR, FLAG_TC, HEADER_LEN, OPCODE_MASK, OPTION_EDE, RCODE_MASK, RCODE_NOERROR,
-    RCODE_NXDOMAIN, RecordPos, TYPE_CNAME, TYPE_DNAME, TYPE_MX, TYPE_NS, TYPE_OPT, TYPE_PTR,
-    TYPE_SOA, TYPE_SRV, bump_count, name_end, read_record_with, read_u16, read_u32,
+    FLAG_AD, FLAG_QR, FLAG_TC, HEADER_LEN, MAX_NAME_LEN, OPCODE_MASK, OPTION_EDE, RCODE_MASK,
+    RCODE_NOERROR, RCODE_NXDOMAIN, RecordPos, TYPE_CNAME, TYPE_DNAME, TYPE_MX, TYPE_NS, TYPE_OPT,
+    TYPE_PTR, TYPE_SOA, TYPE_SRV, bump_count, read_u16, read_u32, record_after_owner,
 };
 
 /// Why a reply was not taken.
@@ -53,6 +57,95 @@ pub struct Validated {
     pub ad: bool,
     /// How long it may be cached; `None` when it may not.
     pub cache_ttl: Option<u32>,
+    /// Scratch: where labels start in the reply being checked.
+    labels: Vec<u64>,
+}
+
+/// The label starts of the names read so far in one reply, one bit per
+/// byte, and where an OPT record was cut out (a pointer may not reach it or
+/// past it: the copy has those bytes elsewhere).
+struct Labels<'a> {
+    bits: &'a mut Vec<u64>,
+    cut: Option<usize>,
+}
+
+impl<'a> Labels<'a> {
+    fn new(bits: &'a mut Vec<u64>, len: usize) -> Self {
+        bits.clear();
+        bits.resize(len.div_ceil(64), 0);
+        Self { bits, cut: None }
+    }
+
+    fn mark(&mut self, at: usize) {
+        if let Some(w) = self.bits.get_mut(at / 64) {
+            *w |= 1 << (at % 64);
+        }
+    }
+
+    fn is_start(&self, at: usize) -> bool {
+        self.bits
+            .get(at / 64)
+            .is_some_and(|w| w & (1 << (at % 64)) != 0)
+    }
+
+    /// Reads the name at `pos` (marking its labels); returns where it ends
+    /// in place. `None` for a name that does not read, is too long, or
+    /// points anywhere but backwards at an earlier label start (before any
+    /// cut OPT).
+    fn walk(&mut self, msg: &[u8], pos: usize) -> Option<usize> {
+        let mut p = pos;
+        let mut end = None;
+        let mut expanded = 0usize;
+        let mut limit = p;
+        let mut literal = true; // still in this name's own bytes
+        loop {
+            let len = *msg.get(p)?;
+            match len {
+                0 => {
+                    expanded += 1;
+                    if expanded > MAX_NAME_LEN {
+                        return None;
+                    }
+                    if literal {
+                        self.mark(p);
+                    }
+                    return Some(end.unwrap_or(p + 1));
+                }
+                1..=63 => {
+                    expanded += 1 + usize::from(len);
+                    if expanded > MAX_NAME_LEN {
+                        return None;
+                    }
+                    if literal {
+                        self.mark(p);
+                    }
+                    p += 1 + usize::from(len);
+                    if p > msg.len() {
+                        return None;
+                    }
+                }
+                0xC0..=0xFF => {
+                    let low = *msg.get(p + 1)?;
+                    let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
+                    if end.is_none() {
+                        end = Some(p + 2);
+                    }
+                    // Backwards, below where this stretch began (no loop),
+                    // onto a label start, and short of any cut OPT.
+                    if target >= limit
+                        || !self.is_start(target)
+                        || self.cut.is_some_and(|c| target >= c)
+                    {
+                        return None;
+                    }
+                    literal = false;
+                    limit = target;
+                    p = target;
+                }
+                _ => return None,
+            }
+        }
+    }
 }
 
 impl Validated {
@@ -117,13 +210,19 @@ pub fn validate(reply: &[u8], question_len: usize, out: &mut Validated) -> Resul
     out.ttl_offsets.clear();
     out.ede.clear();
     out.msg.extend_from_slice(&reply[..pos]);
+    let mut labels = Labels::new(&mut out.labels, reply.len());
+    // The question's name: what answers most often point at.
+    if labels.walk(reply, HEADER_LEN) != Some(pos - 4) {
+        return Err(malformed);
+    }
 
     let mut min_ttl = u32::MAX;
     let mut soa: Option<(u32, u32, usize)> = None; // (ttl, minimum, ttl offset in msg)
     let mut ext_rcode = 0u8;
     let mut seen_opt = false;
     for i in 0..an + ns + ar {
-        let rr = read_record_with(reply, pos, name_end).ok_or(malformed)?;
+        let owner_end = labels.walk(reply, pos).ok_or(malformed)?;
+        let rr = record_after_owner(reply, pos, owner_end).ok_or(malformed)?;
         let section = if i < an {
             Section::Answer
         } else if i < an + ns {
@@ -138,12 +237,13 @@ pub fn validate(reply: &[u8], question_len: usize, out: &mut Validated) -> Resul
                 return Err(malformed);
             }
             seen_opt = true;
+            labels.cut = Some(pos);
             ext_rcode = (rr.ttl >> 24) as u8;
             keep_ede(&reply[rr.rdata_at..rr.end], &mut out.ede).ok_or(malformed)?;
             pos = rr.end;
             continue;
         }
-        check_rdata(reply, &rr).ok_or(malformed)?;
+        check_rdata(reply, &rr, &mut labels).ok_or(malformed)?;
         // The record, copied as is but for its TTL.
         let at = out.msg.len();
         out.msg.extend_from_slice(&reply[pos..rr.end]);
@@ -207,28 +307,28 @@ fn sane_ttl(ttl: u32) -> u32 {
 
 /// The names inside RDATA that a client will decompress must read, and the
 /// RDATA must hold exactly what its type says.
-fn check_rdata(msg: &[u8], rr: &RecordPos) -> Option<()> {
+fn check_rdata(msg: &[u8], rr: &RecordPos, labels: &mut Labels<'_>) -> Option<()> {
     let (start, end) = (rr.rdata_at, rr.end);
-    let name_then = |at: usize, fixed: usize| -> Option<()> {
-        let after = name_end(msg, at)?;
-        (after + fixed == end).then_some(())
+    // A name at `at`, then exactly `fixed` bytes to the RDATA's end.
+    let mut name_then = |at: usize, fixed: usize| -> Option<usize> {
+        let after = labels.walk(msg, at)?;
+        (fixed == usize::MAX || after + fixed == end).then_some(after)
     };
     match rr.rtype {
-        TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_DNAME | 3 | 4 | 7 | 8 | 9 => name_then(start, 0),
+        TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_DNAME | 3 | 4 | 7 | 8 | 9 => {
+            name_then(start, 0).map(drop)
+        }
         TYPE_MX => (end >= start + 2)
             .then_some(())
-            .and_then(|_| name_then(start + 2, 0)),
+            .and_then(|_| name_then(start + 2, 0).map(drop)),
         TYPE_SRV => (end >= start + 6)
             .then_some(())
-            .and_then(|_| name_then(start + 6, 0)),
-        TYPE_SOA => {
-            let rname = name_end(msg, start)?;
-            name_then(rname, 20)
-        }
-        // MINFO: two names.
-        14 => {
-            let second = name_end(msg, start)?;
-            name_then(second, 0)
+            .and_then(|_| name_then(start + 6, 0).map(drop)),
+        // SOA: MNAME, RNAME and 20 bytes; MINFO: two names.
+        TYPE_SOA | 14 => {
+            let fixed = if rr.rtype == TYPE_SOA { 20 } else { 0 };
+            let second = name_then(start, usize::MAX)?;
+            name_then(second, fixed).map(drop)
         }
         _ => Some(()),
     }
@@ -303,6 +403,67 @@ mod tests {
         let mut v = Validated::default();
         matches(r, 99, &question())?;
         validate(r, question().len(), &mut v).map(|()| v)
+    }
+
+    /// One answer: a CNAME whose target is a pointer to `target`.
+    fn cname_to(target: u16) -> Vec<u8> {
+        let mut r = Vec::new();
+        put_header(&mut r, 99, FLAG_QR | FLAG_RD | FLAG_RA, [1, 1, 0, 0]);
+        r.extend_from_slice(&question());
+        r.extend_from_slice(&[0xC0, 12]);
+        r.extend_from_slice(&TYPE_CNAME.to_be_bytes());
+        r.extend_from_slice(&CLASS_IN.to_be_bytes());
+        r.extend_from_slice(&300u32.to_be_bytes());
+        r.extend_from_slice(&2u16.to_be_bytes());
+        r.extend_from_slice(&[0xC0 | (target >> 8) as u8, target as u8]);
+        r
+    }
+
+    #[test]
+    fn a_pointer_may_land_only_on_an_earlier_label() {
+        // Onto the question's name and its labels: fine.
+        assert!(check(&cname_to(12)).is_ok());
+        assert!(check(&cname_to(16)).is_ok(), "example. inside www.example.");
+        // Into the header (flags, counts), a type, the TTL we rewrite, or
+        // the middle of a label: each would read other bytes in our copy.
+        let q_end = 12 + question().len();
+        let ttl_at = q_end + 2 + 4;
+        for target in [2u16, 6, 10, (q_end - 3) as u16, ttl_at as u16, 13] {
+            assert_eq!(
+                check(&cname_to(target)).unwrap_err(),
+                Rejected::Malformed,
+                "pointer to {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pointer_past_a_cut_opt_is_refused() {
+        // Additional: OPT, then an A record owned by "mail.example." and a
+        // second whose owner points at the first's (after the OPT, whose
+        // bytes our copy drops).
+        let mut r = Vec::new();
+        put_header(&mut r, 99, FLAG_QR | FLAG_RD | FLAG_RA, [1, 0, 0, 3]);
+        r.extend_from_slice(&question());
+        put_opt(&mut r, 1232, 0, false, &[]);
+        let owner = r.len() as u16;
+        r.extend_from_slice(b"\x04mail\xC0\x10"); // mail + pointer to example.
+        for ptr in [None, Some(owner)] {
+            if let Some(p) = ptr {
+                r.extend_from_slice(&[0xC0 | (p >> 8) as u8, p as u8]);
+            }
+            r.extend_from_slice(&TYPE_A.to_be_bytes());
+            r.extend_from_slice(&CLASS_IN.to_be_bytes());
+            r.extend_from_slice(&300u32.to_be_bytes());
+            r.extend_from_slice(&4u16.to_be_bytes());
+            r.extend_from_slice(&[192, 0, 2, 25]);
+        }
+        assert_eq!(check(&r).unwrap_err(), Rejected::Malformed);
+        // The same without the second record's pointer past OPT reads.
+        let cut = r.len() - 16;
+        r.truncate(cut);
+        r[11] = 2;
+        assert!(check(&r).is_ok());
     }
 
     #[test]
