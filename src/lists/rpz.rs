@@ -866,6 +866,18 @@ impl<'a> Parser<'a> {
             };
             let mut origin = String::new();
             absolute_into(&mut origin, arg, &self.origin);
+            // `r..` leaves `r.` here, which the name check below would
+            // take as `r` with its final dot, and every name made from it
+            // would carry an empty label (found by the list_rpz fuzz
+            // target: a CNAME target with a stray byte after the root).
+            if origin.starts_with('.') || origin.ends_with('.') || origin.contains("..") {
+                self.list.skip(
+                    n,
+                    raw,
+                    SkipReason::BadName(crate::policy::NameError::EmptyLabel),
+                );
+                return;
+            }
             self.scratch.clear();
             if !origin.is_empty()
                 && let Err(e) = normalize_into(&origin, &mut self.scratch)
@@ -1114,6 +1126,19 @@ mod tests {
             ["a", "b", "d", "e.example", "f"]
         );
         assert_eq!(reasons(&list), [(5, un("name outside the zone's origin"))]);
+    }
+
+    #[test]
+    fn an_origin_with_an_empty_label_is_skipped() {
+        let list = parse("$ORIGIN rpz.example.\n$ORIGIN r..\n$ORIGIN .x.\ne CNAME b\n");
+        assert_eq!(
+            reasons(&list),
+            [
+                (2, SkipReason::BadName(NameError::EmptyLabel)),
+                (3, SkipReason::BadName(NameError::EmptyLabel)),
+            ]
+        );
+        assert_eq!(list.rules().map(|r| r.name).collect::<Vec<_>>(), ["e"]);
     }
 
     #[test]
