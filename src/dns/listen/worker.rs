@@ -160,6 +160,7 @@ pub async fn run(mut w: Worker, shutdown: CancellationToken) -> io::Result<()> {
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    let mut busy_wakes = 0u32;
 
     enum Wake {
         Ready(io::Result<()>),
@@ -212,15 +213,21 @@ pub async fn run(mut w: Worker, shutdown: CancellationToken) -> io::Result<()> {
             w.on_events(now);
             w.end_turn(now, &shutdown);
         }
-        // Still busy: let the runtime's other tasks (signals, the admin
-        // API, TCP) and its I/O driver run before the next wake. Under a
-        // flood the sockets never go quiet, and without this a SIGTERM
-        // was never seen.
-        if busy {
+        // Busy for a while: let the runtime's other tasks (signals, the
+        // admin API, TCP) and its I/O driver run. Under a flood the sockets
+        // never go quiet, and without this a SIGTERM was never seen. Every
+        // YIELD_EVERY busy wakes (16 turns each), not each: a yield costs
+        // the runtime's own polling, which a flood should not pay often.
+        busy_wakes = if busy { busy_wakes + 1 } else { 0 };
+        if busy_wakes >= YIELD_EVERY {
+            busy_wakes = 0;
             tokio::task::yield_now().await;
         }
     }
 }
+
+/// Busy wakes in a row after which a worker yields to the runtime.
+const YIELD_EVERY: u32 = 8;
 
 /// Forwarded TCP queries and TCP retry results taken per turn.
 const MAIL_PER_TURN: usize = 64;
