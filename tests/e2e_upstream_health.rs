@@ -151,3 +151,24 @@ fn one_timeout_does_not_take_a_server_out_but_a_run_of_them_does() {
     }
     assert!(!sh.logs().contains("upstream_down"), "{}", sh.logs());
 }
+
+#[test]
+fn a_healthy_upstream_is_never_probed() {
+    // Probes go only to servers that failed, are down or loop: one that
+    // answers sees nothing but its clients' queries (counts stay exact).
+    let up = FakeUpstream::start();
+    let sh = Setup::new()
+        .upstream(up.addr())
+        .list("ads", None, "ads.test\n")
+        .serve();
+    for i in 0..5 {
+        let r = Q::a(&format!("h{i}.trust.test")).udp(sh.dns);
+        assert_eq!(r.a_addrs(), vec![Ipv4Addr::new(192, 0, 2, 1)]);
+    }
+    let names: Vec<String> = up.seen().iter().map(|s| s.qname()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.contains("sinkhole-loop-check")),
+        "{names:?}"
+    );
+}

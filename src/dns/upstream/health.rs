@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::loops::LOOP_CHECK_EVERY;
-
 /// How often a down server is asked.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
@@ -34,8 +32,8 @@ pub const DOWN_AFTER: u32 = 3;
 pub struct Health {
     down: Box<[AtomicBool]>,
     failures: Box<[AtomicU32]>,
-    /// Failed, or answered with an error, since the last probe: probed at
-    /// the next tick (a loop shows first as errors, see `loops`).
+    /// Failed since the last probe: probed at the next tick (a loop shows
+    /// first as failures, see `loops`).
     suspect: Box<[AtomicBool]>,
 }
 
@@ -48,7 +46,7 @@ impl Health {
         }
     }
 
-    /// `server` failed or answered with an error: probe it soon.
+    /// `server` failed: probe it soon.
     #[inline]
     pub fn suspect(&self, server: usize) {
         if let Some(s) = self.suspect.get(server)
@@ -111,28 +109,22 @@ impl Health {
     }
 }
 
-/// Probes every down, looped or suspect (failed or answered with an error
-/// since the last tick) server each [`PROBE_EVERY`], and every server at
-/// start and each [`LOOP_CHECK_EVERY`], until `shutdown`. The
-/// probe is the loop probe of [`super::loops`]: an answer that did not come
-/// back through our own listener marks a server up and not looped; one
-/// that came back marks it looped (the pipeline does, as it arrives).
+/// Probes every down, looped or suspect (a failed attempt since the last
+/// tick) server each [`PROBE_EVERY`], until `shutdown`. A healthy server
+/// is never sent a probe: a forwarding loop always shows first as a
+/// failure (the looped query times out waiting on itself), so probing
+/// on failure finds it without extra queries to servers that answer.
 pub async fn probe(servers: Arc<super::Servers>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_check_all: Option<tokio::time::Instant> = None;
     loop {
-        let now = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => return,
-            now = tick.tick() => now,
-        };
-        let check_all = last_check_all.is_none_or(|t| now - t >= LOOP_CHECK_EVERY);
-        if check_all {
-            last_check_all = Some(now);
+            _ = tick.tick() => {}
         }
         for (i, &addr) in servers.addrs.iter().enumerate() {
             let suspect = servers.health.take_suspect(i);
-            if check_all || suspect || !servers.health.is_up(i) || servers.loops.is_looped(i) {
+            if suspect || !servers.health.is_up(i) || servers.loops.is_looped(i) {
                 check(&servers, i, addr).await;
             }
         }

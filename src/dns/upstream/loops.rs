@@ -4,10 +4,12 @@
 //! The config check (`config.rs`) catches an upstream that *is* one of our
 //! listeners. What it cannot see is an upstream that forwards back to us
 //! (a dnsmasq or Unbound whose own upstream was pointed at sinkhole).
-//! dnsmasq's answer is the one used here: ask each upstream for a name
+//! dnsmasq's answer is the one used here: ask an upstream for a name
 //! nobody else would ask, `<secret><nonce>-<server>.sinkhole-loop-check.`
-//! (TXT). If that query comes in on our own listener, the upstream sent it
-//! back: it is marked looped (skipped by every query, even when every
+//! (TXT), whenever an attempt there has failed (a loop always shows first
+//! as one: the looped query waits on itself) and while it is down or
+//! looped, never a healthy server. If that query comes in on our own
+//! listener, the upstream sent it back: it is marked looped (skipped by every query, even when every
 //! server is down, and logged as an error), and the probe keeps asking
 //! until the name stops coming back. Our listener answers the probe with
 //! REFUSED, so the probe itself goes round once.
@@ -23,7 +25,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
 
 /// The probe name's last label, wire form without the root.
 const SUFFIX_LABEL: &[u8] = b"sinkhole-loop-check";
@@ -31,10 +32,6 @@ const SUFFIX_LABEL: &[u8] = b"sinkhole-loop-check";
 /// Hex digits of the secret and the nonce in the first label.
 const SECRET_HEX: usize = 16;
 const NONCE_HEX: usize = 8;
-
-/// How often every upstream is checked for a loop (looped ones are
-/// checked at each health probe).
-pub const LOOP_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The probe's secret, and per server whether it is looped and which
 /// probe is out.

@@ -572,7 +572,6 @@ impl Upstream {
             Ok(truncated) => truncated,
             Err(Rejected::BareError) => {
                 // Alive, but no use for this question: the next server.
-                self.servers.health.suspect(server_index);
                 self.waiting.unbind(slot, id);
                 self.pool.done(slot);
                 self.attempted(&UpstreamAttempt {
@@ -624,11 +623,6 @@ impl Upstream {
                 finish(w, Finished::Answered(view(&self.scratch)), deliver);
             }
             return;
-        }
-        if valid {
-            // An error RCODE: a loop shows first as these (our own SERVFAIL
-            // coming back), so the server is probed soon.
-            self.servers.health.suspect(server);
         }
         if valid && let Some(w) = self.waiting.get_mut(index) {
             // An error RCODE: keep it, in case nobody answers better.
