@@ -255,6 +255,7 @@ async fn run(
                 reloads: reloads.clone(),
                 pipeline: pipeline.clone(),
                 metrics: metrics.clone(),
+                upstreams: upstreams.clone(),
                 stats: stats.clone(),
                 ready: ready.clone(),
                 token: config.listen.admin_token.clone().map(Arc::new),

@@ -307,7 +307,7 @@ impl Metrics {
         );
         registry.register(
             "sinkhole_upstream_up",
-            "Whether the upstream answered its latest attempt (1 until one fails)",
+            "Whether the upstream is in service: 0 from a failed attempt, while marked down and while it loops back to us",
             up_gauges,
         );
 
@@ -500,7 +500,6 @@ impl Metrics {
                 .unwrap_or(2);
             h.results[i].inc();
             h.duration.observe(a.took.as_secs_f64());
-            h.up.set(i64::from(a.result == AttemptResult::Answered));
         }
     }
 
@@ -542,9 +541,13 @@ impl Metrics {
         self.reloads[usize::from(!ok)].inc();
     }
 
-    /// Prometheus text exposition, with the cache gauge read at scrape time.
-    pub fn encode(&self, cache_entries: usize) -> String {
+    /// Prometheus text exposition, with the cache gauge and each
+    /// upstream's state (`upstream_up(i)`, by index) read at scrape time.
+    pub fn encode(&self, cache_entries: usize, upstream_up: impl Fn(usize) -> bool) -> String {
         self.cache_entries.set(cache_entries as i64);
+        for (i, h) in self.upstreams.iter().enumerate() {
+            h.up.set(i64::from(upstream_up(i)));
+        }
         if !self.dns_ports.is_empty()
             && let Ok(mut seen) = self.udp_drops_seen.lock()
         {
@@ -613,7 +616,7 @@ mod tests {
         });
         m.list_loaded(ListId(0), 3, 1.0);
         m.reload_done(true);
-        let text = m.encode(7);
+        let text = m.encode(7, |_| true);
         for name in [
             "sinkhole_queries_total{outcome=\"blocked\"} 1",
             "sinkhole_blocked_total{category=\"ads\",list=\"list\"} 1",
@@ -637,6 +640,20 @@ mod tests {
                 .lines()
                 .any(|l| l.starts_with("sinkhole_blocked_total") && l.contains("list=\"ok\"")),
             "an allowlist has no blocked series:\n{text}"
+        );
+    }
+
+    #[test]
+    fn upstream_up_is_read_at_scrape_time() {
+        let up: std::net::SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let m = Metrics::new(&[up], &[]);
+        assert!(
+            m.encode(0, |_| true)
+                .contains("sinkhole_upstream_up{upstream=\"127.0.0.1:53\"} 1")
+        );
+        assert!(
+            m.encode(0, |_| false)
+                .contains("sinkhole_upstream_up{upstream=\"127.0.0.1:53\"} 0")
         );
     }
 }

@@ -4,28 +4,11 @@
 
 mod common;
 
+use common::dns::closed_within;
 use common::{Setup, http};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// Waits (up to `wait`) for the server to close `s`; true if it did.
-fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 256];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue, // an error response is fine; then the close
-            Err(e) => {
-                return !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-            }
-        }
-    }
-}
 
 #[test]
 fn slow_headers_and_silent_connections_are_closed() {

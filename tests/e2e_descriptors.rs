@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::dns::{self, Q};
+use common::dns::{self, Q, closed_within};
 use common::{FakeUpstream, ResponseCode, Setup};
-use std::io::Read;
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -40,20 +39,6 @@ fn prlimit() -> Option<&'static str> {
     ["/usr/bin/prlimit", "/bin/prlimit"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-}
-
-/// Whether the server closed `s` at once (EOF or reset within `wait`).
-fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 #[test]

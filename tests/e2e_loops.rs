@@ -127,6 +127,13 @@ fn an_upstream_that_forwards_back_to_us_is_detected_without_a_storm() {
         return;
     };
 
+    let upstream_up = |sh: &common::Sinkhole| {
+        sh.metric(
+            "sinkhole_upstream_up",
+            &[("upstream", &format!("127.0.0.1:{port}"))],
+        )
+    };
+
     // One client query goes round at most a few times: it and its copies
     // join the query already waiting for the same question, on both sides.
     let before = queries_seen(&sh);
@@ -158,6 +165,11 @@ fn an_upstream_that_forwards_back_to_us_is_detected_without_a_storm() {
         .to_string();
     assert!(line.contains("\"level\":\"ERROR\""), "{line}");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert_eq!(
+        upstream_up(&sh),
+        0.0,
+        "a looped upstream shows as out of service"
+    );
 
     // Looped, the upstream is not asked at all: SERVFAIL at once, and no
     // copy of these names ever comes back (each has one audit line).
@@ -206,6 +218,7 @@ fn an_upstream_that_forwards_back_to_us_is_detected_without_a_storm() {
     }
     assert!(real.count() >= 1);
     assert!(sh.logs().contains("upstream_loop_gone"), "{}", sh.logs());
+    assert_eq!(upstream_up(&sh), 1.0);
 }
 
 /// A forwarder with no mind of its own: each query it gets is sent on to

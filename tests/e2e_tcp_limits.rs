@@ -12,21 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Whether the server closed `s` (EOF or reset) rather than keeping it
-/// open, asked with a read that gives up after `wait`.
-fn closed(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
-}
-
 #[test]
 fn past_the_cap_new_connections_are_closed_and_others_are_answered() {
     let up = FakeUpstream::start();
@@ -43,7 +28,7 @@ fn past_the_cap_new_connections_are_closed_and_others_are_answered() {
     );
     let mut shut = 0;
     for c in &mut conns {
-        if closed(c, Duration::from_millis(100)) {
+        if dns::closed_within(c, Duration::from_millis(100)) {
             shut += 1;
         }
     }

@@ -82,6 +82,13 @@ fn a_silent_upstream_is_skipped_then_taken_back_when_it_answers() {
         first.seen().iter().map(|s| s.qname()).collect::<Vec<_>>()
     );
     assert!(sh.logs().contains("upstream_up"));
+    assert_eq!(
+        sh.metric(
+            "sinkhole_upstream_up",
+            &[("upstream", &first.addr().to_string())]
+        ),
+        1.0
+    );
 }
 
 /// REFUSED with the question left out, as NSD answers a class it does not

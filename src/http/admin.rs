@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminToken;
 use crate::dns::pipeline::Pipeline;
+use crate::dns::upstream::Servers;
 use crate::metrics::Metrics;
 use crate::observe::clock::Utc;
 use crate::observe::stats::Stats;
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub reloads: Reloads,
     pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
+    /// Each upstream's health, for `sinkhole_upstream_up`.
+    pub upstreams: Arc<Servers>,
     /// The counts behind `/stats`.
     pub stats: Arc<Mutex<Stats>>,
     /// Set once the DNS listeners are up.
@@ -67,7 +70,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let body = s.metrics.encode(s.pipeline.cache().len());
+    let body = s
+        .metrics
+        .encode(s.pipeline.cache().len(), |i| s.upstreams.in_service(i));
     (
         [(
             header::CONTENT_TYPE,

@@ -305,6 +305,26 @@ pub fn tcp(server: SocketAddr, query: &[u8]) -> Reply {
     }
 }
 
+/// Waits (up to `wait`) for the server to close `s`, reading past
+/// anything it sends first (an error response, then the close); true if
+/// it closed.
+pub fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 256];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
 pub fn tcp_connect(server: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&server, TIMEOUT)
         .unwrap_or_else(|e| panic!("TCP connect to {server}: {e}"));

@@ -85,6 +85,14 @@ impl Health {
         self.mark_up(server, addr);
     }
 
+    /// Was the latest attempt at `server` (a query's or an answered
+    /// probe's) answered?
+    pub fn answered_last(&self, server: usize) -> bool {
+        self.failures
+            .get(server)
+            .is_none_or(|f| f.load(Ordering::Relaxed) == 0)
+    }
+
     #[inline]
     pub fn is_up(&self, server: usize) -> bool {
         self.down

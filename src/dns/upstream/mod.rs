@@ -70,6 +70,15 @@ pub struct Servers {
 }
 
 impl Servers {
+    /// What `sinkhole_upstream_up` shows for server `i`: 0 from the
+    /// first failed attempt (before the [`health::DOWN_AFTER`] that mark
+    /// it down, so a dead server shows at the next scrape), while it is
+    /// down, and while it sends our queries back to us; 1 again once it
+    /// answers (a query or the probe) and is neither.
+    pub fn in_service(&self, i: usize) -> bool {
+        self.health.is_up(i) && self.health.answered_last(i) && !self.loops.is_looped(i)
+    }
+
     pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Self {
         let health = Health::new(&addrs);
         let loops = Arc::new(LoopGuard::new(&addrs));
