@@ -502,15 +502,12 @@ impl Validator<'_> {
             rate: match raw.limits.client_qps.unwrap_or(0) {
                 0 => None,
                 qps => {
-                    let burst = raw.limits.client_burst.unwrap_or(qps.saturating_mul(2));
-                    if burst == 0 {
-                        return Err(self.error_at(
-                            "client_burst",
-                            "0",
-                            "limits.client_burst: 0 would refuse every query; give at least 1"
-                                .into(),
-                        ));
-                    }
+                    // 0, like leaving it out, is the default (SPEC): a
+                    // bucket that held nothing would refuse every query.
+                    let burst = match raw.limits.client_burst.unwrap_or(0) {
+                        0 => qps.saturating_mul(2),
+                        b => b,
+                    };
                     let v4 = raw.limits.ipv4_prefix.unwrap_or(32);
                     let v6 = raw.limits.ipv6_prefix.unwrap_or(56);
                     if v4 > 32 {
@@ -1794,6 +1791,26 @@ allowlists:
             e.contains("expected nxdomain, nodata, refused, redirect or monitor"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn client_burst_0_is_the_default() {
+        let burst = |yaml: &str| {
+            parse(&format!(
+                "upstream: {{servers: [\"127.0.0.1:53\"]}}\n{yaml}"
+            ))
+            .unwrap()
+            .limits
+            .rate
+            .map(|r| r.burst)
+        };
+        assert_eq!(
+            burst("limits: {client_qps: 5, client_burst: 0}\n"),
+            Some(10)
+        );
+        assert_eq!(burst("limits: {client_qps: 5}\n"), Some(10));
+        assert_eq!(burst("limits: {client_qps: 5, client_burst: 7}\n"), Some(7));
+        assert_eq!(burst("limits: {client_qps: 0, client_burst: 7}\n"), None);
     }
 
     #[test]
