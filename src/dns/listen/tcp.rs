@@ -18,11 +18,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::worker::Forwarded;
 use crate::dns::pipeline::{Pipeline, Step};
 use crate::dns::request::{Local, Request, Transport};
 use crate::dns::upstream::HeldQuery;
 use crate::dns::wire::tcp_frame;
+
+/// A query a TCP connection could not answer locally, for a worker's
+/// upstream stage; the answer comes back on `reply`.
+pub struct Forwarded {
+    pub held: HeldQuery,
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
 
 /// `limits.tcp_connections` and `limits.tcp_idle`.
 #[derive(Debug, Clone, Copy)]

@@ -17,9 +17,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::tcp::{Forwarded, TcpLimits};
 use crate::dns::pipeline::{Pipeline, Step};
 use crate::dns::record::Observe;
 use crate::dns::request::{Request, Transport};
@@ -35,13 +36,6 @@ const BATCHES_PER_TURN: usize = 8;
 /// Tokens at and above this are the upstream pool's.
 const POOL_TOKENS: u64 = 1 << 32;
 
-/// A query a TCP connection could not answer locally, for a worker's
-/// upstream stage; the answer comes back on `reply`.
-pub struct Forwarded {
-    pub held: HeldQuery,
-    pub reply: oneshot::Sender<Vec<u8>>,
-}
-
 /// What a worker needs besides its sockets.
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -52,7 +46,7 @@ pub struct WorkerConfig {
     pub inflight: usize,
     pub observer: Arc<dyn Observe>,
     /// Client TCP connections: how many, how long idle.
-    pub tcp: super::tcp::TcpLimits,
+    pub tcp: TcpLimits,
 }
 
 /// A client socket with its batches.
