@@ -114,6 +114,28 @@ pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// What a compressed-name walk ([`walk_name`]) asks of its caller.
+pub trait NameWalk {
+    /// A label (or the root) at `at` in the name's own bytes, not reached
+    /// through a pointer.
+    fn own_label(&mut self, at: usize);
+    /// May a pointer lead to `target`? It is already known to point
+    /// backwards, below where the current stretch of labels began.
+    fn may_point_to(&self, target: usize) -> bool;
+}
+
+/// [`name_end`]'s rules only: any backward pointer.
+struct Backwards;
+
+impl NameWalk for Backwards {
+    #[inline]
+    fn own_label(&mut self, _: usize) {}
+    #[inline]
+    fn may_point_to(&self, _: usize) -> bool {
+        true
+    }
+}
+
 /// Checks a possibly compressed name in full and returns the offset just
 /// after it where it starts (not where its pointers lead).
 ///
@@ -122,11 +144,18 @@ pub fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
 /// cannot loop; the expanded name must stay within 255 bytes. This is what
 /// a client's decoder will do with the name, done first by us.
 pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
+    walk_name(msg, pos, &mut Backwards)
+}
+
+/// [`name_end`] with the caller told of each of the name's own labels and
+/// asked about each pointer's target (the upstream stage accepts only
+/// targets where an earlier name's label starts).
+pub fn walk_name(msg: &[u8], pos: usize, walk: &mut impl NameWalk) -> Option<usize> {
     let mut p = pos;
     let mut end = None;
     let mut expanded = 0usize;
     // Every jump lands strictly lower than the last, so this loop ends
-    // within `msg.len()` jumps; the counter only makes that obvious.
+    // within `msg.len()` jumps.
     let mut limit = p;
     loop {
         let len = *msg.get(p)?;
@@ -136,12 +165,18 @@ pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
                 if expanded > MAX_NAME_LEN {
                     return None;
                 }
+                if end.is_none() {
+                    walk.own_label(p);
+                }
                 return Some(end.unwrap_or(p + 1));
             }
             1..=63 => {
                 expanded += 1 + usize::from(len);
                 if expanded > MAX_NAME_LEN {
                     return None;
+                }
+                if end.is_none() {
+                    walk.own_label(p);
                 }
                 p += 1 + usize::from(len);
                 if p > msg.len() {
@@ -156,7 +191,7 @@ pub fn name_end(msg: &[u8], pos: usize) -> Option<usize> {
                 }
                 // Strictly backwards, and before where this name began its
                 // latest stretch: a pointer into its own labels would loop.
-                if target >= limit {
+                if target >= limit || !walk.may_point_to(target) {
                     return None;
                 }
                 limit = target;

@@ -21,9 +21,9 @@
 
 use crate::dns::cache::MAX_TTL;
 use crate::dns::wire::{
-    FLAG_AD, FLAG_QR, FLAG_TC, HEADER_LEN, MAX_NAME_LEN, OPCODE_MASK, OPTION_EDE, RCODE_MASK,
+    FLAG_AD, FLAG_QR, FLAG_TC, HEADER_LEN, NameWalk, OPCODE_MASK, OPTION_EDE, RCODE_MASK,
     RCODE_NOERROR, RCODE_NXDOMAIN, RecordPos, TYPE_CNAME, TYPE_DNAME, TYPE_MX, TYPE_NS, TYPE_OPT,
-    TYPE_PTR, TYPE_SOA, TYPE_SRV, bump_count, read_u16, read_u32, record_after_owner,
+    TYPE_PTR, TYPE_SOA, TYPE_SRV, bump_count, read_u16, read_u32, record_after_owner, walk_name,
 };
 
 /// Why a reply was not taken.
@@ -93,58 +93,19 @@ impl<'a> Labels<'a> {
     /// points anywhere but backwards at an earlier label start (before any
     /// cut OPT).
     fn walk(&mut self, msg: &[u8], pos: usize) -> Option<usize> {
-        let mut p = pos;
-        let mut end = None;
-        let mut expanded = 0usize;
-        let mut limit = p;
-        let mut literal = true; // still in this name's own bytes
-        loop {
-            let len = *msg.get(p)?;
-            match len {
-                0 => {
-                    expanded += 1;
-                    if expanded > MAX_NAME_LEN {
-                        return None;
-                    }
-                    if literal {
-                        self.mark(p);
-                    }
-                    return Some(end.unwrap_or(p + 1));
-                }
-                1..=63 => {
-                    expanded += 1 + usize::from(len);
-                    if expanded > MAX_NAME_LEN {
-                        return None;
-                    }
-                    if literal {
-                        self.mark(p);
-                    }
-                    p += 1 + usize::from(len);
-                    if p > msg.len() {
-                        return None;
-                    }
-                }
-                0xC0..=0xFF => {
-                    let low = *msg.get(p + 1)?;
-                    let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
-                    if end.is_none() {
-                        end = Some(p + 2);
-                    }
-                    // Backwards, below where this stretch began (no loop),
-                    // onto a label start, and short of any cut OPT.
-                    if target >= limit
-                        || !self.is_start(target)
-                        || self.cut.is_some_and(|c| target >= c)
-                    {
-                        return None;
-                    }
-                    literal = false;
-                    limit = target;
-                    p = target;
-                }
-                _ => return None,
-            }
-        }
+        walk_name(msg, pos, self)
+    }
+}
+
+impl NameWalk for Labels<'_> {
+    #[inline]
+    fn own_label(&mut self, at: usize) {
+        self.mark(at);
+    }
+
+    #[inline]
+    fn may_point_to(&self, target: usize) -> bool {
+        self.is_start(target) && self.cut.is_none_or(|c| target < c)
     }
 }
 
