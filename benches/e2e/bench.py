@@ -36,19 +36,21 @@ import datetime
 import http.client
 import json
 import os
-import platform
-import random
 import re
 import resource
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import harness  # noqa: E402  (benches/lib: processes, /proc, DNS, dnsperf output)
+from harness import (LIVE, UPSTREAM_ADDR, Failed, cpu_ticks, dns_query, dnsperf_summary, free_port,  # noqa: E402
+                     log, machine, on_signal, others_ticks, pinned, spawn, steal_ticks, stop,
+                     stop_all, tail)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = os.environ.get("E2E_SERVER_CORE", "0")
 CLIENT_CORE = os.environ.get("E2E_CLIENT_CORE", "1")
@@ -80,80 +82,18 @@ AUDIT_THREAD = "audit-log"  # the writer thread's name (src/observe/audit.rs)
 # The forwarded file must outlast the run: dnsperf reads it once (-n 1), so a
 # server faster than this ends its run early (noted) instead of repeating names.
 FWD_MAX_QPS = int(os.environ.get("E2E_FWD_MAX_QPS", "300000"))
-UPSTREAM_ADDR = "192.0.2.1"
 # The floor asks NSD nothing, so its QPS is no ceiling for the forwarded
 # workload, where NSD shares the client core with dnsperf; dnsperf and NSD
 # using this much of it (in %) is the sign that they, not the server, set
 # the QPS.
 CLIENT_BUSY_PCT = 90
 
-T0 = time.monotonic()
 NSD_PGID = -1
-LIVE = {}  # pid -> Popen, every process this script started and has not reaped
-PIDFILE = None
+# spawn appends to a log file; run.sh's pid file is set in main (E2E_PIDFILE)
+harness.configure(nice=NICE, tag="", append=True)
 
 
-def log(msg):
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- processes
-
-def pinned(core):
-    """The command prefix that pins to a core at our nice level (both exec)."""
-    return ["nice", "-n", NICE, "taskset", "-c", core]
-
-
-def spawn(argv, logpath, core):
-    f = open(logpath, "ab")
-    p = subprocess.Popen(pinned(core) + argv, stdin=subprocess.DEVNULL,
-                         stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    f.close()
-    LIVE[p.pid] = p
-    if PIDFILE:
-        with open(PIDFILE, "a") as pf:
-            pf.write(f"{p.pid}\n")
-    return p
-
-
-def stop(p, grace=10.0):
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-    LIVE.pop(p.pid, None)
-
-
-def stop_all():
-    for p in list(LIVE.values()):
-        try:
-            stop(p, grace=3.0)
-        except Exception as e:  # keep going: every process must get its signal
-            log(f"cleanup: {p.pid}: {e}")
-
-
-def on_signal(sig, _frame):
-    raise SystemExit(f"interrupted by signal {sig}")
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-
+# ---------------------------------------------------------------- /proc
 
 def thread_ticks(pid, comm):
     """utime+stime of a process's threads named `comm` (None if it has none)."""
@@ -178,74 +118,7 @@ def rss_mib(pid):
     raise Failed("no VmRSS")
 
 
-def free_port():
-    while True:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(line.strip() for line in f.readlines()[-n:])
-    except OSError:
-        return ""
-
-
 # ---------------------------------------------------------------- DNS client
-
-def dns_query(port, name, timeout=0.25):
-    """(rcode, [IPv4 answers]) from 127.0.0.1:port, or None on no answer."""
-    qid = random.randrange(65536)
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    q += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
-    q += struct.pack(">HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
-    try:
-        s.sendto(q, ("127.0.0.1", port))
-        while True:
-            r = s.recv(4096)
-            if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
-                break
-    except OSError:
-        return None
-    finally:
-        s.close()
-    flags, qd, an = struct.unpack(">HHH", r[2:8])
-    pos = 12
-
-    def skip_name(pos):
-        while True:
-            n = r[pos]
-            if n >= 0xC0:
-                return pos + 2
-            if n == 0:
-                return pos + 1
-            pos += n + 1
-
-    for _ in range(qd):
-        pos = skip_name(pos) + 4
-    addrs = []
-    for _ in range(an):
-        pos = skip_name(pos)
-        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", r[pos:pos + 10])
-        pos += 10
-        if rtype == 1 and rdlen == 4:
-            addrs.append(socket.inet_ntoa(r[pos:pos + 4]))
-        pos += rdlen
-    return flags & 0xF, addrs
-
 
 def dig(port, name):
     out = subprocess.run(
@@ -280,31 +153,13 @@ def dnsperf(port, qfile, seconds=None, runs=None, qps=None, verbose_to=None):
     else:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
         rc, out = cp.returncode, cp.stdout + cp.stderr
-    res = {}
-    for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
-                     ("run_s", r"Run time \(s\):\s+([\d.]+)")]:
-        m = re.search(pat, out)
-        if not m:
-            raise Failed(f"dnsperf (rc {rc}) printed no '{key}': {out[-300:]!r}")
-        res[key] = float(m.group(1))
+    res = dnsperf_summary(out, who=f"dnsperf (rc {rc})")
     m = re.search(r"NXDOMAIN (\d+)", out)  # "Response codes: NOERROR n (x%), NXDOMAIN n (y%)"
     res["nxdomain"] = int(m.group(1)) if m else 0
     if verbose_to:
         lat = sorted(float(x) for x in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", out, re.M))
         res["latencies"] = lat
     return res
-
-
-def steal_ticks():
-    """{core: steal ticks} from /proc/stat: time the hypervisor gave elsewhere."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3].isdigit():
-                v = line.split()
-                out[v[0][3:]] = int(v[8])
-    return out
 
 
 def children_cpu_s():
@@ -332,26 +187,6 @@ def group_ticks(pgid):
     return total
 
 
-def others_ticks(ours):
-    """{(pid, tid): utime+stime} of every user-space thread on the machine
-    outside the process groups in `ours` (the server, NSD) and this script:
-    the load of whoever else shares the machine."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) in ours or fields[1] == "2" or pid == "2":  # ours; kernel threads
-                    continue
-                out[(pid, tid)] = int(fields[11]) + int(fields[12])
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def measured(p, port, qfile, settle=None, **kw):
     """A dnsperf run with the server's CPU per answered query; how busy the
     two cores were with anything but the server (core 0) and dnsperf and NSD
@@ -361,13 +196,13 @@ def measured(p, port, qfile, settle=None, **kw):
     before the server's CPU is read: it waits for work the server still does
     for the run (sinkhole-log's writer draining its queue)."""
     ours = {p.pid, NSD_PGID}
-    o0, st0, n0, d0 = others_ticks(ours), steal_ticks(), group_ticks(NSD_PGID), children_cpu_s()
+    o0, st0, n0, d0 = others_ticks(ours, skip_self=True), steal_ticks(), group_ticks(NSD_PGID), children_cpu_s()
     t0, s0 = time.monotonic(), cpu_ticks(p.pid)
     res = dnsperf(port, qfile, **kw)
     if settle:
         settle()
     s1, t1 = cpu_ticks(p.pid), time.monotonic()
-    d1, n1, st1, o1 = children_cpu_s(), group_ticks(NSD_PGID), steal_ticks(), others_ticks(ours)
+    d1, n1, st1, o1 = children_cpu_s(), group_ticks(NSD_PGID), steal_ticks(), others_ticks(ours, skip_self=True)
     if p.poll() is not None:
         raise Failed(f"exited during the run (code {p.returncode})")
     if res["completed"] <= 0:
@@ -780,16 +615,8 @@ def start_nsd(ctx):
     global NSD_PGID
     p = spawn(["nsd", "-d", "-c", conf], f"{d}/stdout.log", CLIENT_CORE)
     NSD_PGID = p.pid
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise Failed(f"NSD exited with code {p.returncode}: {tail(d + '/stdout.log')} {tail(d + '/nsd.log')}")
-        r = dns_query(ctx.nsd_port, ctx.probes["popular"])
-        if r and r[1] == [UPSTREAM_ADDR]:
-            log(f"nsd: serving the wildcard root on 127.0.0.1:{ctx.nsd_port} (core {CLIENT_CORE})")
-            return p
-        time.sleep(0.05)
-    raise Failed("NSD did not answer within 30s")
+    harness.wait_nsd(p, d, ctx.nsd_port, ctx.probes["popular"], CLIENT_CORE)
+    return p
 
 
 # ---------------------------------------------------------------- table
@@ -1041,19 +868,6 @@ def versions(ctx):
     return v
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
-
-
 # ---------------------------------------------------------------- main
 
 class Ctx:
@@ -1061,7 +875,6 @@ class Ctx:
 
 
 def main():
-    global PIDFILE
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
     ap.add_argument("--sinkhole")
@@ -1084,7 +897,7 @@ def main():
         ctx.probes = json.load(f)
     if "forwarded_zone" not in ctx.probes:
         ap.error(f"{a.work}/probes.json predates the forwarded workload: run prep.py into {a.work} again")
-    PIDFILE = os.environ.get("E2E_PIDFILE")
+    harness.PIDFILE = os.environ.get("E2E_PIDFILE")
     servers = [s for s in os.environ.get("E2E_SERVERS", ",".join(ALL_SERVERS)).split(",") if s]
     if a.deadline and "E2E_SECONDS" not in os.environ:
         fit_seconds(a.deadline - time.time(), servers)
@@ -1195,10 +1008,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failed as e:  # NSD, the shared upstream, did not start: nothing to measure
-        log(f"ERROR: {e}")
-        sys.exit(1)
-    finally:
-        stop_all()
+    harness.run(main)  # a Failed here: NSD, the shared upstream, did not start; nothing to measure

@@ -42,21 +42,24 @@ import hashlib
 import http.client
 import json
 import os
-import platform
-import random
 import re
 import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-E2E = os.path.join(os.path.dirname(HERE), "e2e")
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import harness  # noqa: E402  (benches/lib: processes, /proc, DNS, dnsperf output)
+from harness import (LIVE, UPSTREAM_ADDR, Failed, check_answers, check_config, cpu_ticks,  # noqa: E402
+                     dns_query, dnsperf_per_second, dnsperf_rcodes, dnsperf_summary, free_port,
+                     log, machine, on_signal, others_ticks, spawn, steal_ticks, stop, stop_all,
+                     tail, wait_ready)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = os.environ.get("RELOAD_SERVER_CORE", "0")
 CLIENT_CORE = os.environ.get("RELOAD_CLIENT_CORE", "1")
@@ -78,98 +81,15 @@ GROUPS = 16  # version k leaves out padding group k % GROUPS
 FIRST_RELOAD_S = 1.0  # into the reloading run: dnsperf is sending by then
 POLL_S = 0.010  # canary poll period
 RSS_EVERY_S = 0.100
-UPSTREAM_ADDR = "192.0.2.1"
 CANARY = "v{}.reload-canary.test"
 SYNTH_TLDS = ["com", "net", "org", "info", "io", "xyz", "top", "online"]  # as prep.py's
 BUSY_PCT = 25  # others' CPU (% of a core) above which the report says the machine was busy
 TARGETS = {"lost": 0, "servfail": 0, "p99_ratio": 1.5, "in_service_s": 1.0, "rss_ratio": 1.5}
 
-T0 = time.monotonic()
-LIVE = {}  # pid -> Popen: everything started and not yet reaped
-PIDFILE = os.environ.get("RELOAD_PIDFILE")
+harness.configure(nice=NICE, pidfile=os.environ.get("RELOAD_PIDFILE"))
 
 
-def log(msg):
-    print(f"[bench.py {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- processes (as benches/e2e/bench.py)
-
-def pinned(core):
-    return ["nice", "-n", NICE, "taskset", "-c", core]
-
-
-def spawn(argv, logpath, core):
-    """A process-group leader on `core` at our nice level (nice and taskset
-    exec, so the pid is the program's), its output into a new `logpath`;
-    its pid goes to RELOAD_PIDFILE for run.sh's trap."""
-    f = open(logpath, "wb")
-    p = subprocess.Popen(pinned(core) + argv, stdin=subprocess.DEVNULL, stdout=f,
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    f.close()
-    LIVE[p.pid] = p
-    if PIDFILE:
-        with open(PIDFILE, "a") as pf:
-            pf.write(f"{p.pid}\n")
-    return p
-
-
-def stop(p, grace=10.0):
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-    LIVE.pop(p.pid, None)
-
-
-def stop_all():
-    for p in list(LIVE.values()):
-        try:
-            stop(p, grace=3.0)
-        except Exception as e:  # every process must get its signal
-            log(f"cleanup: {p.pid}: {e}")
-
-
-def on_signal(sig, _frame):
-    raise SystemExit(f"interrupted by signal {sig}")
-
-
-def free_port():
-    while True:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(line.strip() for line in f.readlines()[-n:])
-    except OSError:
-        return ""
-
+# ---------------------------------------------------------------- /proc
 
 def proc_status(pid, key):
     """A kB field of /proc/PID/status (VmRSS, VmHWM), in KiB."""
@@ -189,31 +109,6 @@ def reset_peak(pid):
         return True
     except OSError:
         return False
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def others_ticks(ours):
-    """{(pid, tid): utime+stime} of every user-space thread outside the
-    process groups in `ours`: whoever else shares the machine."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) in ours or fields[1] == "2" or pid == "2":  # ours; kernel threads
-                    continue
-                out[(pid, tid)] = int(fields[11]) + int(fields[12])
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 def udp_socket_drops(port):
@@ -239,61 +134,7 @@ def udp_rcvbuf_errors():
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
-def steal_ticks():
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3].isdigit():
-                v = line.split()
-                out[v[0][3:]] = int(v[8])
-    return out
-
-
-# ---------------------------------------------------------------- DNS and HTTP clients
-
-def dns_query(port, name, timeout=0.25, sock=None):
-    """(rcode, [IPv4 answers]) from 127.0.0.1:port, or None on no answer."""
-    qid = random.randrange(65536)
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    q += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
-    q += struct.pack(">HH", 1, 1)
-    s = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
-    try:
-        s.sendto(q, ("127.0.0.1", port))
-        while True:
-            r = s.recv(4096)
-            if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
-                break
-    except OSError:
-        return None
-    finally:
-        if sock is None:
-            s.close()
-    flags, qd, an = struct.unpack(">HHH", r[2:8])
-    pos = 12
-
-    def skip_name(pos):
-        while True:
-            n = r[pos]
-            if n >= 0xC0:
-                return pos + 2
-            if n == 0:
-                return pos + 1
-            pos += n + 1
-
-    for _ in range(qd):
-        pos = skip_name(pos) + 4
-    addrs = []
-    for _ in range(an):
-        pos = skip_name(pos)
-        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", r[pos:pos + 10])
-        pos += 10
-        if rtype == 1 and rdlen == 4:
-            addrs.append(socket.inet_ntoa(r[pos:pos + 4]))
-        pos += rdlen
-    return flags & 0xF, addrs
-
+# ---------------------------------------------------------------- HTTP client
 
 def http_call(port, method, path, timeout=2.0):
     """(status, body) or (None, error text)."""
@@ -455,16 +296,8 @@ def parse_dnsperf(path, versions):
     their name, and the per-second QPS of a dnsperf -v -S 1 output."""
     with open(path, errors="replace") as f:
         out = f.read()
-    res = {}
-    for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
-                     ("run_s", r"Run time \(s\):\s+([\d.]+)")]:
-        m = re.search(pat, out)
-        if not m:
-            raise Failed(f"dnsperf printed no '{key}': {out[-300:]!r}")
-        res[key] = float(m.group(1))
-    m = re.search(r"Response codes:\s*(.*)", out)
-    res["rcodes"] = {k: int(v) for k, v in re.findall(r"(\w+) (\d+) \(", m.group(1) if m else "")}
+    res = dnsperf_summary(out)
+    res["rcodes"] = dnsperf_rcodes(out)
     res["servfail"] = res["rcodes"].get("SERVFAIL", 0)
     lat, wrong, lost_by, seq = [], collections.Counter(), collections.Counter(), []
     for rcode, name, secs in re.findall(r"^> (\w+) (\S+) \S+(?: ([\d.]+))?$", out, re.M):
@@ -491,12 +324,10 @@ def parse_dnsperf(path, versions):
 
     res.update(p50_us=pct(0.50), p99_us=pct(0.99), p999_us=pct(0.999), max_us=lat[-1] * 1e6,
                latencies=n, wrong=sum(wrong.values()), wrong_by=dict(wrong), lost_by=dict(lost_by))
-    # -S 1: "<epoch>: <answers per second>" each second; the first and last are partial
-    per_s = [float(x) for x in re.findall(r"^\d+\.\d+: ([\d.]+)$", out, re.M)]
+    per_s, min_qps_1s = dnsperf_per_second(out)  # dnsperf -S 1
     res["qps_per_s"] = per_s
     res["_seq"] = seq  # in dnsperf's order, for window_p99s; not reported
-    inner = per_s[1:-1] if len(per_s) > 2 else per_s
-    res["min_qps_1s"] = min(inner) if inner else None
+    res["min_qps_1s"] = min_qps_1s
     return res
 
 
@@ -504,32 +335,6 @@ def parse_dnsperf(path, versions):
 
 class Ctx:
     pass
-
-
-def start_nsd(ctx):
-    d = os.path.join(ctx.work, "srv", "nsd")
-    os.makedirs(d, exist_ok=True)
-    ctx.nsd_port = free_port()
-    with open(os.path.join(E2E, "conf", "root.zone")) as f:
-        zone = f.read()
-    with open(f"{d}/root.zone", "w") as f:
-        f.write(zone)
-    with open(os.path.join(E2E, "conf", "nsd.conf")) as f:
-        conf = f.read().replace("@@NSD_PORT@@", str(ctx.nsd_port)).replace("@@DIR@@", d)
-    with open(f"{d}/nsd.conf", "w") as f:
-        f.write(conf)
-    p = spawn(["nsd", "-d", "-c", f"{d}/nsd.conf"], f"{d}/stdout.log", CLIENT_CORE)
-    ctx.nsd = p
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise Failed(f"NSD exited with code {p.returncode}: {tail(d + '/stdout.log')} {tail(d + '/nsd.log')}")
-        r = dns_query(ctx.nsd_port, ctx.probes["popular"])
-        if r and r[1] == [UPSTREAM_ADDR]:
-            log(f"nsd: serving the wildcard root on 127.0.0.1:{ctx.nsd_port} (core {CLIENT_CORE})")
-            return
-        time.sleep(0.05)
-    raise Failed("NSD did not answer within 30s")
 
 
 def start_sinkhole(ctx):
@@ -547,27 +352,13 @@ def start_sinkhole(ctx):
     # this binary? Not on the real list: `check` fails on rules that `serve`
     # only skips and counts (the guard's protected names: the shared lists
     # block three names under nhs.uk).
-    with open(f"{d}/probe-list.txt", "w") as f:
-        f.write("blocked.example\n")
-    with open(f"{d}/probe.yaml", "w") as f:
-        f.write(text.replace(ctx.versions.path, f"{d}/probe-list.txt"))
-    cp = subprocess.run([ctx.sinkhole, "check", "-c", f"{d}/probe.yaml"], capture_output=True, text=True, timeout=60)
-    if cp.returncode != 0:
-        raise Failed(f"{ctx.sinkhole} check rejects the bench config ({d}/probe.yaml): "
-                     f"{(cp.stdout + cp.stderr)[-400:]}")
+    check_config(ctx.sinkhole, d, lambda probe_list: text.replace(ctx.versions.path, probe_list), "bench")
     ctx.server_log = f"{d}/server.log"
     t0 = time.monotonic()
     p = spawn([ctx.sinkhole, "serve", "-c", conf], ctx.server_log, SERVER_CORE)
     ctx.server = p
-    while True:
-        if p.poll() is not None:
-            raise Failed(f"sinkhole exited with code {p.returncode} while loading: {tail(ctx.server_log)}")
-        status, _ = http_call(ctx.admin, "GET", "/readyz", timeout=0.25)
-        if status == 200:
-            break
-        if time.monotonic() - t0 > LOAD_TIMEOUT:
-            raise Failed(f"sinkhole not ready after {LOAD_TIMEOUT:.0f}s: {tail(ctx.server_log)}")
-        time.sleep(0.02)
+    wait_ready(p, t0, ctx.server_log, lambda: http_call(ctx.admin, "GET", "/readyz", timeout=0.25)[0] == 200,
+               LOAD_TIMEOUT)
     ctx.load_s = time.monotonic() - t0
     ctx.load_rss_kib = proc_status(p.pid, "VmRSS")
     log(f"sinkhole: ready in {ctx.load_s:.2f}s with {ctx.versions.count} names, "
@@ -580,11 +371,7 @@ def sanity(ctx):
     pr = ctx.probes
     checks = [(pr["blocked"], "NXDOMAIN"), (pr["blocked_sub"], "NXDOMAIN"), (pr["synthetic"], "NXDOMAIN"),
               (pr["popular"], UPSTREAM_ADDR), (pr["popular2"], UPSTREAM_ADDR), (CANARY.format(1), UPSTREAM_ADDR)]
-    for name, want in checks:
-        r = dns_query(ctx.port, name, timeout=2.0)
-        got = None if r is None else ("NXDOMAIN" if r[0] == 3 else (r[1][0] if r[0] == 0 and r[1] else f"rcode {r[0]}"))
-        if got != want:
-            raise Failed(f"sanity: {name} gave {got}, expected {want}")
+    check_answers(ctx.port, checks)
     _, body = http_call(ctx.admin, "GET", "/metrics")
     rules = metric(body, "sinkhole_list_rules", list="union")
     if rules is not None and rules != ctx.versions.count:
@@ -980,19 +767,6 @@ def report(ctx, f, a, b, started):
                                                for t in targets}}
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -1015,7 +789,7 @@ def main():
     try:
         ctx.versions = Versions(a.work)
         ctx.versions.write(0, ctx.versions.path)
-        start_nsd(ctx)
+        harness.start_nsd(ctx, CLIENT_CORE)
         ctx.floor = a.floor
         floor = floor_phase(ctx) if a.floor else None
         start_sinkhole(ctx)
@@ -1046,10 +820,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failed as e:
-        log(f"ERROR: {e}")
-        sys.exit(1)
-    finally:
-        stop_all()
+    harness.run(main)

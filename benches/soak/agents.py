@@ -37,6 +37,9 @@ import struct
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from harness import a_rdata, skip_name  # noqa: E402  (benches/lib: the DNS wire walk)
+
 STOP = False
 
 
@@ -87,29 +90,7 @@ def a_records(reply):
     """The rdata of every A record in a reply's answer section (raw bytes);
     [] when the reply cannot be walked."""
     try:
-        qd, an = struct.unpack(">HH", reply[4:8])
-        pos = 12
-
-        def skip_name(pos):
-            while True:
-                n = reply[pos]
-                if n >= 0xC0:
-                    return pos + 2
-                if n == 0:
-                    return pos + 1
-                pos += n + 1
-
-        for _ in range(qd):
-            pos = skip_name(pos) + 4
-        out = []
-        for _ in range(an):
-            pos = skip_name(pos)
-            rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", reply[pos:pos + 10])
-            pos += 10
-            if rtype == 1 and rdlen == 4:
-                out.append(reply[pos:pos + 4])
-            pos += rdlen
-        return out
+        return a_rdata(reply)
     except (IndexError, struct.error):
         return []
 
@@ -123,20 +104,10 @@ def rcode_of(reply):
     try:
         qd, an, ns, ar = struct.unpack(">HHHH", reply[4:12])
         pos = 12
-
-        def skip_name(pos):
-            while True:
-                n = reply[pos]
-                if n >= 0xC0:
-                    return pos + 2
-                if n == 0:
-                    return pos + 1
-                pos += n + 1
-
         for _ in range(qd):
-            pos = skip_name(pos) + 4
+            pos = skip_name(reply, pos) + 4
         for i in range(an + ns + ar):
-            pos = skip_name(pos)
+            pos = skip_name(reply, pos)
             rtype, _cls, ttl, rdlen = struct.unpack(">HHIH", reply[pos:pos + 10])
             if rtype == 41 and i >= an + ns:
                 return rcode | ((ttl >> 24) << 4)

@@ -31,20 +31,22 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import random
 import re
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-E2E = os.path.join(os.path.dirname(HERE), "e2e")
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import harness  # noqa: E402  (benches/lib: processes, /proc, DNS, dnsperf output)
+from harness import (LIVE, UPSTREAM_ADDR, Failed, check_answers, check_config, dnsperf_per_second,  # noqa: E402
+                     dnsperf_rcodes, dnsperf_summary, free_port, log, machine, on_signal,
+                     others_ticks, spawn, stop, stop_all, tail, wait_ready)
+
 AGENTS = os.path.join(HERE, "agents.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -77,128 +79,11 @@ MIX = (70, 20, 10)  # % popular (Zipf), blocked, forwarded (never asked before)
 RSS_SLOPE_MAX = float(os.environ.get("SOAK_RSS_SLOPE_KIB_MIN", "128"))  # KiB/min after warm-up: "flat"
 LOSS_MAX_PCT = 0.1
 LOAD_TIMEOUT = 90.0
-UPSTREAM_ADDR = "192.0.2.1"
 FWD_ZONE = "fwd"
 SUB_PREFIXES = ["www", "cdn", "api", "static", "img", "m", "ads", "t"]
 PROTECTED = ("nhs.uk", "nhs.net")  # sinkhole's guard.protected default: never blocked, so never asked as blocked
 
-T0 = time.monotonic()
-LIVE = {}  # pid -> Popen: everything started and not yet reaped
-PIDFILE = os.environ.get("SOAK_PIDFILE")
-
-
-def log(msg):
-    print(f"[bench.py {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- processes
-
-def pinned(core):
-    return ["nice", "-n", NICE, "taskset", "-c", core]
-
-
-def spawn(argv, logpath, core):
-    """A process-group leader on `core` at our nice level (nice and taskset
-    exec, so the pid is the program's), output into `logpath`; its pid goes
-    to SOAK_PIDFILE for run.sh's trap."""
-    f = open(logpath, "wb")
-    p = subprocess.Popen(pinned(core) + argv, stdin=subprocess.DEVNULL, stdout=f,
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    f.close()
-    LIVE[p.pid] = p
-    if PIDFILE:
-        with open(PIDFILE, "a") as pf:
-            pf.write(f"{p.pid}\n")
-    return p
-
-
-def stop(p, grace=10.0):
-    """SIGTERM to the group, SIGKILL after `grace`; (exit code, seconds to exit)."""
-    t = time.monotonic()
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-    LIVE.pop(p.pid, None)
-    group_gone(p.pid)
-    return p.returncode, time.monotonic() - t
-
-
-def group_gone(pgid, limit=5.0):
-    """Waits until no process is left in group `pgid` (NSD's answering
-    child outlives its parent by a moment, then waits as a zombie for init
-    to reap it), SIGKILL to what still runs after `limit`."""
-    deadline = time.monotonic() + limit
-    while True:
-        left = []
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open(f"/proc/{pid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    if int(fields[2]) == pgid:
-                        left.append(fields[0])
-                except (OSError, ValueError, IndexError):
-                    continue
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            if any(st != "Z" for st in left):  # a zombie only waits for init to reap it
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            return
-        time.sleep(0.05)
-
-
-def stop_all():
-    for p in list(LIVE.values()):
-        try:
-            stop(p, grace=3.0)
-        except Exception as e:  # every process must get its signal
-            log(f"cleanup: {p.pid}: {e}")
-
-
-def on_signal(sig, _frame):
-    raise SystemExit(f"interrupted by signal {sig}")
-
-
-def free_port():
-    while True:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            return " | ".join(line.strip() for line in f.readlines()[-n:])
-    except OSError:
-        return ""
+harness.configure(nice=NICE, pidfile=os.environ.get("SOAK_PIDFILE"), wait_group=True)
 
 
 # ---------------------------------------------------------------- /proc
@@ -251,69 +136,7 @@ def tcp_server_sockets(port):
     return out
 
 
-def others_ticks(ours):
-    """{(pid, tid): utime+stime} of every user-space thread outside the
-    process groups in `ours`: whoever else shares the machine."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) in ours or fields[1] == "2" or pid == "2":  # ours; kernel threads
-                    continue
-                out[(pid, tid)] = int(fields[11]) + int(fields[12])
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-# ---------------------------------------------------------------- DNS and HTTP clients
-
-def dns_query(port, name, timeout=1.0):
-    """(rcode, [IPv4 answers]) from 127.0.0.1:port, or None on no answer."""
-    qid = random.randrange(65536)
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    q += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
-    q += struct.pack(">HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
-    try:
-        s.sendto(q, ("127.0.0.1", port))
-        while True:
-            r = s.recv(4096)
-            if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
-                break
-    except OSError:
-        return None
-    finally:
-        s.close()
-    flags, qd, an = struct.unpack(">HHH", r[2:8])
-    pos = 12
-
-    def skip_name(pos):
-        while True:
-            n = r[pos]
-            if n >= 0xC0:
-                return pos + 2
-            if n == 0:
-                return pos + 1
-            pos += n + 1
-
-    for _ in range(qd):
-        pos = skip_name(pos) + 4
-    addrs = []
-    for _ in range(an):
-        pos = skip_name(pos)
-        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", r[pos:pos + 10])
-        pos += 10
-        if rtype == 1 and rdlen == 4:
-            addrs.append(socket.inet_ntoa(r[pos:pos + 4]))
-        pos += rdlen
-    return flags & 0xF, addrs
-
+# ---------------------------------------------------------------- HTTP client
 
 def http_get(port, path, timeout=5.0):
     """(status, body, milliseconds) or (None, error text, milliseconds)."""
@@ -485,32 +308,6 @@ class Ctx:
     pass
 
 
-def start_nsd(ctx):
-    d = os.path.join(ctx.work, "srv", "nsd")
-    os.makedirs(d, exist_ok=True)
-    ctx.nsd_port = free_port()
-    with open(os.path.join(E2E, "conf", "root.zone")) as f:
-        zone = f.read()
-    with open(f"{d}/root.zone", "w") as f:
-        f.write(zone)
-    with open(os.path.join(E2E, "conf", "nsd.conf")) as f:
-        conf = f.read().replace("@@NSD_PORT@@", str(ctx.nsd_port)).replace("@@DIR@@", d)
-    with open(f"{d}/nsd.conf", "w") as f:
-        f.write(conf)
-    p = spawn(["nsd", "-d", "-c", f"{d}/nsd.conf"], f"{d}/stdout.log", CLIENT_CORE)
-    ctx.nsd = p
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise Failed(f"NSD exited with code {p.returncode}: {tail(d + '/stdout.log')} {tail(d + '/nsd.log')}")
-        r = dns_query(ctx.nsd_port, ctx.probes["popular"], timeout=0.25)
-        if r and r[1] == [UPSTREAM_ADDR]:
-            log(f"nsd: serving the wildcard root on 127.0.0.1:{ctx.nsd_port} (core {CLIENT_CORE})")
-            return
-        time.sleep(0.05)
-    raise Failed("NSD did not answer within 30s")
-
-
 def start_sinkhole(ctx):
     d = os.path.join(ctx.work, "srv", "sinkhole")
     os.makedirs(d, exist_ok=True)
@@ -529,29 +326,13 @@ def start_sinkhole(ctx):
     # `check` on the same config with a one-name list: are the keys right
     # for this binary? (Not on the real list: `check` refuses rules that
     # `serve` only skips and counts, such as names the guard protects.)
-    with open(f"{d}/probe-list.txt", "w") as f:
-        f.write("blocked.example\n")
-    with open(f"{d}/probe.yaml", "w") as f:
-        f.write(text.replace(ctx.list_path, f"{d}/probe-list.txt").replace(
-            f"format: {ctx.list_format}", "format: domains"))
-    cp = subprocess.run([ctx.sinkhole, "check", "-c", f"{d}/probe.yaml"], capture_output=True, text=True,
-                        timeout=60)
-    if cp.returncode != 0:
-        raise Failed(f"{ctx.sinkhole} check rejects the soak config ({d}/probe.yaml): "
-                     f"{(cp.stdout + cp.stderr)[-400:]}")
+    check_config(ctx.sinkhole, d, lambda probe_list: text.replace(ctx.list_path, probe_list).replace(
+        f"format: {ctx.list_format}", "format: domains"), "soak")
     ctx.server_log = f"{d}/server.log"
     t0 = time.monotonic()
     p = spawn([ctx.sinkhole, "serve", "-c", conf], ctx.server_log, SERVER_CORE)
     ctx.server = p
-    while True:
-        if p.poll() is not None:
-            raise Failed(f"sinkhole exited with code {p.returncode} while loading: {tail(ctx.server_log)}")
-        status, _, _ = http_get(ctx.admin, "/readyz", timeout=0.25)
-        if status == 200:
-            break
-        if time.monotonic() - t0 > LOAD_TIMEOUT:
-            raise Failed(f"sinkhole not ready after {LOAD_TIMEOUT:.0f}s: {tail(ctx.server_log)}")
-        time.sleep(0.02)
+    wait_ready(p, t0, ctx.server_log, lambda: http_get(ctx.admin, "/readyz", timeout=0.25)[0] == 200, LOAD_TIMEOUT)
     ctx.load_s = time.monotonic() - t0
     ctx.pid = p.pid
     ctx.starttime, _ = proc_stat(p.pid)
@@ -564,11 +345,7 @@ def sanity(ctx):
     pr = ctx.probes
     checks = [(pr["blocked"], "NXDOMAIN"), (pr["blocked_sub"], "NXDOMAIN"), (pr["popular"], UPSTREAM_ADDR),
               (pr["popular2"], UPSTREAM_ADDR), (f"probe.{ctx.fwd_label}.{FWD_ZONE}", UPSTREAM_ADDR)]
-    for name, want in checks:
-        r = dns_query(ctx.port, name, timeout=2.0)
-        got = None if r is None else ("NXDOMAIN" if r[0] == 3 else (r[1][0] if r[0] == 0 and r[1] else f"rcode {r[0]}"))
-        if got != want:
-            raise Failed(f"sanity: {name} gave {got}, expected {want}")
+    check_answers(ctx.port, checks)
     log("sanity ok: listed names NXDOMAIN, popular and never-asked names 192.0.2.1")
 
 
@@ -643,27 +420,16 @@ class Sampler(threading.Thread):
 def parse_dnsperf(path):
     with open(path, errors="replace") as f:
         out = f.read()
-    res = {}
-    for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
-                     ("run_s", r"Run time \(s\):\s+([\d.]+)")]:
-        m = re.search(pat, out)
-        if not m:
-            raise Failed(f"dnsperf printed no '{key}': {out[-400:]!r}")
-        res[key] = float(m.group(1))
+    res = dnsperf_summary(out, keep=400)
     m = re.search(r"Queries interrupted:\s+(\d+)", out)
     res["interrupted"] = int(m.group(1)) if m else 0
-    m = re.search(r"Response codes:\s*(.*)", out)
-    res["rcodes"] = {k: int(v) for k, v in re.findall(r"(\w+) (\d+) \(", m.group(1) if m else "")}
+    res["rcodes"] = dnsperf_rcodes(out)
     m = re.search(r"Average Latency \(s\):\s+([\d.]+) \(min ([\d.]+), max ([\d.]+)\)", out)
     if m:
         res["avg_latency_us"], res["min_latency_us"], res["max_latency_us"] = (float(x) * 1e6 for x in m.groups())
     m = re.search(r"Latency StdDev \(s\):\s+([\d.]+)", out)
     res["stddev_latency_us"] = float(m.group(1)) * 1e6 if m else None
-    per_s = [float(x) for x in re.findall(r"^\d+\.\d+: ([\d.]+)$", out, re.M)]
-    res["qps_per_s"] = per_s
-    inner = per_s[1:-1] if len(per_s) > 2 else per_s
-    res["min_qps_1s"] = min(inner) if inner else None
+    res["qps_per_s"], res["min_qps_1s"] = dnsperf_per_second(out)
     res["timeouts_logged"] = len(re.findall(r"^\[Timeout\]", out, re.M))
     return res
 
@@ -1064,19 +830,6 @@ def server_p99(ctx):
     return res
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
-
-
 def versions():
     out = {}
     for pkg in ("dnsperf", "nsd"):
@@ -1106,7 +859,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         prepare(ctx, a.data)
-        start_nsd(ctx)
+        harness.start_nsd(ctx, CLIENT_CORE)
         start_sinkhole(ctx)
         sanity(ctx)
         res = soak(ctx)
@@ -1140,10 +893,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failed as e:
-        log(f"ERROR: {e}")
-        sys.exit(1)
-    finally:
-        stop_all()
+    harness.run(main)
