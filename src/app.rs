@@ -315,7 +315,16 @@ async fn run(
     // Everything is open that stays open: what the limit leaves is for
     // client connections (`fds`).
     let budget = crate::fds::settle();
-    let wanted = config.limits.tcp_connections + crate::http::limits::MAX_CONNECTIONS;
+    let wanted = config.limits.tcp_connections
+        + config
+            .listen
+            .admin
+            .map_or(0, |_| crate::http::limits::MAX_CONNECTIONS)
+        + if config.listen.http.is_some() || config.listen.https.is_some() {
+            crate::http::blockpage::MAX_CONNECTIONS
+        } else {
+            0
+        };
     if budget.connections < wanted {
         tracing::warn!(
             open_files = budget.limit,
@@ -323,7 +332,7 @@ async fn run(
             connections = budget.connections,
             wanted,
             "the open-file limit allows fewer client connections than limits.tcp_connections \
-             and the admin API's cap; past it connections are closed at once, UDP is unaffected \
+             and the admin API's and block page's caps; past it connections are closed at once, UDP is unaffected \
              (raise LimitNOFILE=)"
         );
     } else {

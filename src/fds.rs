@@ -19,9 +19,17 @@
 //! answers keep flowing however many connections wait.
 //!
 //! The budget is one per process, as the limit is: a static, so the three
-//! listeners and their tests need no handle passed down to them.
+//! listeners and their tests need no handle passed down to them. Each
+//! listener's own cap is its [`Slots`], and [`accept`] is the one accept
+//! loop they share: a connection gets a [`Slot`] (its place under the
+//! listener's cap and its descriptor in the budget) or is closed at once.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
 
 /// Descriptors kept out of the connection budget for everything else the
 /// server opens while it runs: list files and the watcher, downloads, the
@@ -52,6 +60,87 @@ pub fn take() -> Option<FdPermit> {
         return None;
     }
     Some(FdPermit(()))
+}
+
+/// One listener's connection slots: at most `cap` held at once, each
+/// also holding a descriptor of the process's budget.
+#[derive(Debug)]
+pub struct Slots {
+    held: AtomicUsize,
+    cap: usize,
+}
+
+/// One open connection's place under its listener's cap and its
+/// descriptor; both given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+    _fd: FdPermit,
+}
+
+impl Slots {
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            cap,
+        })
+    }
+
+    /// A slot, or `None` at the cap or when the budget is spent.
+    pub fn take(self: &Arc<Self>) -> Option<Slot> {
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let Some(fd) = take() else {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        };
+        Some(Slot {
+            slots: self.clone(),
+            _fd: fd,
+        })
+    }
+
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The next connection on `listener` that gets a slot. Past the cap or
+/// the budget a connection is closed at once (and logged at debug); an
+/// accept error (typically EMFILE) backs off briefly rather than spin.
+/// `what` names the listener in those lines.
+pub async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Slots>,
+    what: &'static str,
+) -> (TcpStream, SocketAddr, Slot) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match slots.take() {
+                Some(slot) => return (stream, peer, slot),
+                None => {
+                    tracing::debug!(listener = what, client = %peer, "connection closed: at the listener's cap or the descriptor budget");
+                }
+            },
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// What [`settle`] found.

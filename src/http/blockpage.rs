@@ -20,13 +20,14 @@ use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{Head, HeadError, Limits, Response, read_head, respond};
 use super::page::{AlternativeJson, BlockedFacts, NotBlocked, blocked_html, not_blocked_html};
 use super::tls::Certificate;
+use crate::fds::{self, Slots};
 use crate::metrics::{BlockPageResult, Metrics};
 use crate::observe::audit::AuditLog;
 use crate::observe::clock::Utc;
@@ -44,7 +45,7 @@ pub struct BlockPage {
     contact: Option<String>,
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     limits: Limits,
 }
 
@@ -69,7 +70,7 @@ impl BlockPage {
             contact,
             audit,
             metrics,
-            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            slots: Slots::new(MAX_CONNECTIONS),
             limits: Limits::SPEC,
         }
     }
@@ -184,28 +185,16 @@ pub async fn serve_http(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    backoff(&e).await;
-                    continue;
-                }
-            },
+        let (stream, peer, slot) = tokio::select! {
+            a = fds::accept(&listener, &page.slots, "block page") => a,
             _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = page.permits.clone().try_acquire_owned() else {
-            continue; // at the cap: closed at once
-        };
-        let Some(fd) = crate::fds::take() else {
-            continue; // the descriptor budget is spent: closed at once
         };
         let _ = stream.set_nodelay(true);
         let page = page.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             connection(stream, peer, None, &page, shutdown).await;
-            drop((permit, fd));
+            drop(slot);
         });
     }
 }
@@ -220,21 +209,9 @@ pub async fn serve_https(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    backoff(&e).await;
-                    continue;
-                }
-            },
+        let (stream, peer, slot) = tokio::select! {
+            a = fds::accept(&listener, &page.slots, "block page") => a,
             _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = page.permits.clone().try_acquire_owned() else {
-            continue;
-        };
-        let Some(fd) = crate::fds::take() else {
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let page = page.clone();
@@ -247,15 +224,9 @@ pub async fn serve_https(
                 let sni = tls.get_ref().1.server_name().map(str::to_owned);
                 connection(tls, peer, sni, &page, shutdown).await;
             }
-            drop((permit, fd));
+            drop(slot);
         });
     }
-}
-
-async fn backoff(e: &std::io::Error) {
-    // Typically EMFILE: back off briefly rather than spin.
-    tracing::warn!(error = %e, "block page accept error");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// One connection's requests, in order, until it closes, idles out, errs

@@ -4,8 +4,9 @@
 //! request's headers must arrive within [`HEADER_TIMEOUT`] of its first
 //! byte (or of the connection's opening); a connection idle for
 //! [`IDLE_TIMEOUT`] between requests is closed. The block page has the
-//! same limits in its own loop (`conn.rs`); the admin API is axum's, so
-//! they live in the listener and the stream it hands out.
+//! same limits in its own loop (`conn.rs`, and its own `fds::Slots`); the
+//! admin API is axum's, so they live in the listener and the stream it
+//! hands out.
 //!
 //! The stream cannot see requests, only bytes: a read that waits past its
 //! deadline fails, and hyper closes the connection. The deadline is 10 s
@@ -19,13 +20,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+use crate::fds::{self, Slot, Slots};
 
 /// As the block page's: room for a burst of operators' and scripts'
 /// requests (200 concurrent `POST /reload`s share one rebuild), while a
@@ -37,14 +39,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A listener that keeps to [`MAX_CONNECTIONS`].
 pub struct Limited {
     inner: TcpListener,
-    open: Arc<AtomicUsize>,
+    slots: Arc<Slots>,
 }
 
 impl Limited {
     pub fn new(inner: TcpListener) -> Self {
         Self {
             inner,
-            open: Arc::new(AtomicUsize::new(0)),
+            slots: Slots::new(MAX_CONNECTIONS),
         }
     }
 }
@@ -54,28 +56,8 @@ impl axum::serve::Listener for Limited {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        {
-            loop {
-                let (stream, addr) = match self.inner.accept().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Typically EMFILE: back off rather than spin.
-                        tracing::warn!(error = %e, "admin accept error");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let permit = (self.open.fetch_add(1, Ordering::Relaxed) < MAX_CONNECTIONS)
-                    .then(crate::fds::take)
-                    .flatten();
-                let Some(permit) = permit else {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                    drop(stream); // closed at once
-                    continue;
-                };
-                return (Deadlined::new(stream, self.open.clone(), permit), addr);
-            }
-        }
+        let (stream, addr, slot) = fds::accept(&self.inner, &self.slots, "admin").await;
+        (Deadlined::new(stream, slot), addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -95,21 +77,19 @@ pub struct Deadlined {
     handling: bool,
     /// The last four bytes read, to see the blank line.
     tail: [u8; 4],
-    open: Arc<AtomicUsize>,
-    /// Its descriptor in the process's budget (`fds`).
-    _permit: crate::fds::FdPermit,
+    /// Its place under the cap and its descriptor (`fds`).
+    _slot: Slot,
 }
 
 impl Deadlined {
-    fn new(stream: TcpStream, open: Arc<AtomicUsize>, permit: crate::fds::FdPermit) -> Self {
+    fn new(stream: TcpStream, slot: Slot) -> Self {
         Self {
             stream,
             deadline: Box::pin(tokio::time::sleep(HEADER_TIMEOUT)),
             in_request: false,
             handling: false,
             tail: [0; 4],
-            open,
-            _permit: permit,
+            _slot: slot,
         }
     }
 
@@ -121,12 +101,6 @@ impl Deadlined {
             self.tail = [0; 4];
             self.deadline.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
         }
-    }
-}
-
-impl Drop for Deadlined {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -22,6 +22,7 @@ use crate::dns::pipeline::{Pipeline, Step};
 use crate::dns::request::{Local, Request, Transport};
 use crate::dns::upstream::HeldQuery;
 use crate::dns::wire::tcp_frame;
+use crate::fds::{self, Slot, Slots};
 
 /// A query a TCP connection could not answer locally, for a worker's
 /// upstream stage; the answer comes back on `reply`.
@@ -43,49 +44,25 @@ pub struct TcpLimits {
 /// connections under pressure); past the cap new connections are closed
 /// at once, so UDP and the connections already open carry on.
 pub struct Open {
-    count: AtomicUsize,
-    limits: TcpLimits,
+    slots: Arc<Slots>,
+    idle: Duration,
 }
 
 impl Open {
     pub fn new(limits: TcpLimits) -> Self {
         Self {
-            count: AtomicUsize::new(0),
-            limits,
+            slots: Slots::new(limits.connections),
+            idle: limits.idle,
         }
-    }
-
-    /// A slot for a new connection, or `None` at the cap or when the
-    /// process's descriptor budget is spent (`fds`).
-    fn take(self: &Arc<Self>) -> Option<Slot> {
-        let n = self.count.fetch_add(1, Ordering::Relaxed);
-        let permit = (n < self.limits.connections)
-            .then(crate::fds::take)
-            .flatten();
-        let Some(permit) = permit else {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        };
-        Some(Slot(self.clone(), permit))
     }
 
     /// How long a connection may now sit without sending.
     fn idle(&self) -> Duration {
-        if self.count.load(Ordering::Relaxed) * 2 > self.limits.connections {
-            (self.limits.idle / 5).max(Duration::from_millis(200))
+        if self.slots.held() * 2 > self.slots.cap() {
+            (self.idle / 5).max(Duration::from_millis(200))
         } else {
-            self.limits.idle
+            self.idle
         }
-    }
-}
-
-/// One open connection's place in [`Open`] and its descriptor; given back
-/// on drop.
-struct Slot(Arc<Open>, #[allow(dead_code)] crate::fds::FdPermit);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -124,32 +101,20 @@ pub async fn accept(
     tasks: TaskTracker,
 ) {
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        // Past `limits.tcp_connections` or the budget: closed at once.
+        let (stream, peer, slot) = tokio::select! {
+            a = fds::accept(&listener, &open.slots, "dns tcp") => a,
             _ = shutdown.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let Some(slot) = open.take() else {
-                    // At the cap: closed at once (dropped here).
-                    tracing::debug!(client = %peer, "tcp connection closed: limits.tcp_connections or the descriptor budget reached");
-                    continue;
-                };
-                tasks.spawn(connection(
-                    stream,
-                    peer,
-                    pipeline.clone(),
-                    workers.clone(),
-                    slot,
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => {
-                // Typically EMFILE: back off briefly rather than spin.
-                tracing::warn!(error = %e, "tcp accept error");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        tasks.spawn(connection(
+            stream,
+            peer,
+            pipeline.clone(),
+            workers.clone(),
+            open.clone(),
+            slot,
+            shutdown.clone(),
+        ));
     }
 }
 
@@ -158,7 +123,8 @@ async fn connection(
     client: SocketAddr,
     pipeline: Arc<Pipeline>,
     workers: Arc<Workers>,
-    slot: Slot,
+    open: Arc<Open>,
+    _slot: Slot,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -171,14 +137,14 @@ async fn connection(
     let mut framed = Vec::with_capacity(514);
     loop {
         let len = tokio::select! {
-            r = tokio::time::timeout(slot.0.idle(), stream.read_u16()) => match r {
+            r = tokio::time::timeout(open.idle(), stream.read_u16()) => match r {
                 Ok(Ok(len)) => usize::from(len),
                 _ => return,
             },
             _ = shutdown.cancelled() => return,
         };
         packet.resize(len, 0);
-        match tokio::time::timeout(slot.0.idle(), stream.read_exact(&mut packet)).await {
+        match tokio::time::timeout(open.idle(), stream.read_exact(&mut packet)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
@@ -220,7 +186,7 @@ async fn connection(
         if tcp_frame(&out, &mut framed).is_none() {
             return;
         }
-        match tokio::time::timeout(slot.0.idle(), stream.write_all(&framed)).await {
+        match tokio::time::timeout(open.idle(), stream.write_all(&framed)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
