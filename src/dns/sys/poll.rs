@@ -10,6 +10,7 @@
 //! socket left with data after a turn's budget is reported again.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::unix::AsyncFd;
@@ -111,16 +112,21 @@ impl Poll {
 
 /// One non-blocking `epoll_wait` into `events`; returns how many.
 fn wait(epfd: RawFd, events: &mut Vec<Event>, max: usize) -> io::Result<usize> {
-    let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    // Not zeroed first: the kernel writes the events it returns, and
+    // zeroing 768 bytes cost more than the rest of a wait (callgrind:
+    // ~60 instructions a call, twice a forwarded query at low rates).
+    let mut raw = [const { MaybeUninit::<libc::epoll_event>::uninit() }; 64];
     let max = max.min(raw.len());
-    // SAFETY: `raw` has room for `max` events.
-    let n = unsafe { libc::epoll_wait(epfd, raw.as_mut_ptr(), max as libc::c_int, 0) };
+    // SAFETY: `raw` has room for `max` events; the kernel only writes.
+    let n = unsafe { libc::epoll_wait(epfd, raw.as_mut_ptr().cast(), max as libc::c_int, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
+    let n = (n as usize).min(max);
     events.clear();
     events.extend(raw[..n].iter().map(|e| {
+        // SAFETY: epoll_wait initialised the first `n` entries.
+        let e = unsafe { e.assume_init_read() };
         let flags = e.events;
         Event {
             token: e.u64,
