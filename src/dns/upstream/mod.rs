@@ -70,13 +70,11 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// What `sinkhole_upstream_up` shows for server `i`: 0 from the
-    /// first failed attempt (before the [`health::DOWN_AFTER`] that mark
-    /// it down, so a dead server shows at the next scrape), while it is
-    /// down, and while it sends our queries back to us; 1 again once it
-    /// answers (a query or the probe) and is neither.
+    /// What `sinkhole_upstream_up` shows for server `i`: 0 while it is
+    /// down (from a failed attempt until it answers a query or the probe)
+    /// and while it sends our queries back to us.
     pub fn in_service(&self, i: usize) -> bool {
-        self.health.is_up(i) && self.health.answered_last(i) && !self.loops.is_looped(i)
+        self.health.is_up(i) && !self.loops.is_looped(i)
     }
 
     pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> Self {
