@@ -307,7 +307,7 @@ impl Metrics {
         );
         registry.register(
             "sinkhole_upstream_up",
-            "Whether the upstream is in service: 0 from a failed attempt, while marked down and while it loops back to us",
+            "Whether the upstream is in service: 0 while marked down (from a failed attempt until it answers) and while it loops back to us",
             up_gauges,
         );
 

@@ -10,6 +10,33 @@ use common::{FakeUpstream, Setup};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+/// `sinkhole_upstream_up` for `up`.
+fn up_gauge(sh: &common::Sinkhole, up: &FakeUpstream) -> f64 {
+    sh.metric(
+        "sinkhole_upstream_up",
+        &[("upstream", &up.addr().to_string())],
+    )
+}
+
+/// Asks fresh names (`<prefix><i>.trust.test`) until one reaches `first`
+/// again: its probe has been answered and it is back in service.
+fn until_first_is_asked_again(sh: &common::Sinkhole, first: &FakeUpstream, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        let name = format!("{prefix}{i}.trust.test");
+        let _ = Q::a(&name).udp(sh.dns);
+        if first.count_for(&name) == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first server was never used again:\n{}",
+            sh.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_silent_upstream_is_skipped_then_taken_back_when_it_answers() {
     let first = FakeUpstream::start();
@@ -33,13 +60,7 @@ fn a_silent_upstream_is_skipped_then_taken_back_when_it_answers() {
         r.dump()
     );
     assert_eq!(first.count_for("one.trust.test"), 1);
-    assert_eq!(
-        sh.metric(
-            "sinkhole_upstream_up",
-            &[("upstream", &first.addr().to_string())]
-        ),
-        0.0
-    );
+    assert_eq!(up_gauge(&sh, &first), 0.0);
 
     // Marked down: the next queries go straight to the second server.
     for name in ["two.trust.test", "three.trust.test"] {
@@ -57,21 +78,7 @@ fn a_silent_upstream_is_skipped_then_taken_back_when_it_answers() {
     // It recovers; the background probe notices within seconds and
     // queries go to it again, in order.
     first.set_default(Script::a("x", 300, &[Ipv4Addr::new(192, 0, 2, 9)]));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut i = 0;
-    loop {
-        let name = format!("back{i}.trust.test");
-        let _ = Q::a(&name).udp(sh.dns);
-        if first.count_for(&name) == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first server was never used again"
-        );
-        i += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_first_is_asked_again(&sh, &first, "back");
     assert!(
         first.seen().iter().any(|s| s
             .qname()
@@ -81,13 +88,7 @@ fn a_silent_upstream_is_skipped_then_taken_back_when_it_answers() {
         first.seen().iter().map(|s| s.qname()).collect::<Vec<_>>()
     );
     assert!(sh.logs().contains("upstream_up"));
-    assert_eq!(
-        sh.metric(
-            "sinkhole_upstream_up",
-            &[("upstream", &first.addr().to_string())]
-        ),
-        1.0
-    );
+    assert_eq!(up_gauge(&sh, &first), 1.0);
 }
 
 /// REFUSED with the question left out, as NSD answers a class it does not
@@ -155,30 +156,16 @@ fn a_server_slow_on_one_name_is_out_only_until_its_probe_is_answered() {
         r.dump()
     );
     assert!(sh.logs().contains("upstream_down"), "{}", sh.logs());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut i = 0;
-    loop {
-        let name = format!("fine{i}.trust.test");
-        let r = Q::a(&name).udp(sh.dns);
-        if r.a_addrs() == vec![Ipv4Addr::new(192, 0, 2, 8)] {
-            break; // answered by the first server again
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first server was never taken back:\n{}",
-            sh.logs()
-        );
-        i += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(sh.logs().contains("upstream_up"), "{}", sh.logs());
+    until_first_is_asked_again(&sh, &first, "fine");
+    let r = Q::a("fine-again.trust.test").udp(sh.dns);
     assert_eq!(
-        sh.metric(
-            "sinkhole_upstream_up",
-            &[("upstream", &first.addr().to_string())]
-        ),
-        1.0
+        r.a_addrs(),
+        vec![Ipv4Addr::new(192, 0, 2, 8)],
+        "{}",
+        r.dump()
     );
+    assert!(sh.logs().contains("upstream_up"), "{}", sh.logs());
+    assert_eq!(up_gauge(&sh, &first), 1.0);
 }
 
 #[test]

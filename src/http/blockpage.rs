@@ -20,7 +20,6 @@ use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

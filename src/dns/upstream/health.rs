@@ -1,10 +1,11 @@
 //! Which upstream servers are down, and the probe that brings them back.
 //!
-//! A server is marked down by an attempt that times out or errs there (SPEC:
-//! "skipped until it answers"), and up by any answer. While it is down every
-//! worker skips it, so the healthy servers take the load at once instead of
-//! each query waiting a timeout first; when all are down, queries try them in order anyway (a
-//! real query is the fastest probe, and no blackout outlasts a blip). A
+//! A server is marked down by an attempt that times out or errs there
+//! (SPEC: "skipped until it answers"), and up by any answer. While it is
+//! down every worker skips it, so the healthy servers take the load at
+//! once instead of each query waiting a timeout first; when all are down,
+//! queries try them in order anyway (a real query is the fastest probe,
+//! and no blackout outlasts a blip). A
 //! background task asks each down server a probe question every
 //! [`PROBE_EVERY`] and marks it up when it answers (SPEC: at least every
 //! 5 s), Unbound's "probe the down server" without sending it client

@@ -9,10 +9,11 @@
 //! (TXT), whenever an attempt there has failed (a loop always shows first
 //! as one: the looped query waits on itself) and while it is down or
 //! looped, never a healthy server. If that query comes in on our own
-//! listener, the upstream sent it back: it is marked looped (skipped by every query, even when every
-//! server is down, and logged as an error), and the probe keeps asking
-//! until the name stops coming back. Our listener answers the probe with
-//! REFUSED, so the probe itself goes round once.
+//! listener, the upstream sent it back: it is marked looped (skipped by
+//! every query, even when every server is down, and logged as an error),
+//! and the probe keeps asking until the name stops coming back. Our
+//! listener answers the probe with REFUSED, so the probe itself goes round
+//! once.
 //!
 //! The secret (64 random bits per process) keeps anyone else from marking
 //! our upstreams looped; the nonce (per probe) keeps an intermediate cache
